@@ -1,0 +1,332 @@
+// Package api serves berth's HTTP interface: the native JSON API under /v1/
+// and the operational endpoints at the root. Handlers decode and validate
+// input, call the lease engine, and encode the answer; errors become HTTP
+// statuses in exactly one place (errors.go).
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sort"
+	"strings"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/buildinfo"
+	"github.com/berth-ci/berth/internal/lease"
+)
+
+// Options configure a Server.
+type Options struct {
+	Engine *lease.Engine
+	Logger *slog.Logger
+	// SchemaVersion is reported by /version.
+	SchemaVersion int
+}
+
+// Server is the HTTP handler for everything berth serves.
+type Server struct {
+	engine *lease.Engine
+	log    *slog.Logger
+	schema int
+	mux    *http.ServeMux
+}
+
+// New returns the handler with every route registered.
+func New(opts Options) *Server {
+	s := &Server{engine: opts.Engine, log: opts.Logger, schema: opts.SchemaVersion, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.route("/healthz", methods{"GET": s.healthz})
+	s.route("/readyz", methods{"GET": s.readyz})
+	s.route("/version", methods{"GET": s.version})
+
+	s.route("/v1/leases", methods{"POST": s.acquire})
+	s.route("/v1/leases/{id}", methods{"GET": s.getLease})
+	s.route("/v1/leases/{id}/heartbeat", methods{"POST": s.heartbeat})
+	s.route("/v1/leases/{id}/release", methods{"POST": s.release})
+	s.route("/v1/requests/{id}", methods{"GET": s.getRequest, "DELETE": s.cancelRequest})
+	s.route("/v1/pools", methods{"GET": s.listPools})
+	s.route("/v1/pools/{type}", methods{"GET": s.getPool})
+	s.route("/v1/resources", methods{"GET": s.listResources})
+	s.route("/v1/resources/{name}", methods{"GET": s.getResource})
+	s.route("/v1/events", methods{"GET": s.listEvents})
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, berth.Errorf(berth.ENotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// methods maps HTTP methods to handlers for one path, so that a wrong
+// method gets a JSON 405 with an Allow header rather than the mux's text.
+type methods map[string]handlerFunc
+
+func (s *Server) route(pattern string, m methods) {
+	allowed := make([]string, 0, len(m))
+	for k := range m {
+		allowed = append(allowed, k)
+	}
+	if _, ok := m["GET"]; ok {
+		allowed = append(allowed, "HEAD")
+	}
+	sort.Strings(allowed)
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		method := r.Method
+		if method == http.MethodHead {
+			method = http.MethodGet
+		}
+		h, ok := m[method]
+		if !ok {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			s.writeError(w, r, berth.Errorf(berth.EMethod, "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+			return
+		}
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// ServeHTTP recovers from panics so that a bug answers 500 with the JSON
+// error shape and a log line, not a dropped connection.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			writeJSON(w, http.StatusInternalServerError, errorBody{Error: berth.Errorf(berth.EInternal, "internal error; see the server log")})
+		}
+	}()
+	s.mux.ServeHTTP(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"cannot encode the answer"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if err := s.engine.Ready(r.Context()); err != nil {
+		return &berth.Error{Code: berth.EUnavailable, Message: "store unreachable: " + err.Error()}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) error {
+	i := buildinfo.Get()
+	i.SchemaVersion = s.schema
+	writeJSON(w, http.StatusOK, i)
+	return nil
+}
+
+// AcquireRequest is the body of POST /v1/leases.
+type AcquireRequest struct {
+	Type      string            `json:"type"`
+	Owner     string            `json:"owner"`
+	Priority  int               `json:"priority,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Wait      berth.Duration    `json:"wait,omitempty"`
+	RequestID string            `json:"requestId,omitempty"`
+}
+
+// LeaseResponse answers a successful acquire or heartbeat.
+type LeaseResponse struct {
+	Lease    *berth.Lease    `json:"lease"`
+	Resource *berth.Resource `json:"resource"`
+	// AlreadyReleased is set on a release that had happened before.
+	AlreadyReleased bool `json:"alreadyReleased,omitempty"`
+}
+
+// RequestResponse answers an acquire that is waiting in the queue.
+type RequestResponse struct {
+	Request *berth.Request `json:"request"`
+}
+
+func (s *Server) acquire(w http.ResponseWriter, r *http.Request) error {
+	var req AcquireRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	res, err := s.engine.Acquire(r.Context(), lease.AcquireParams{
+		Type: req.Type, Owner: req.Owner, Priority: req.Priority, Selector: req.Labels,
+		Wait: req.Wait.Std(), RequestID: req.RequestID,
+	})
+	if err != nil {
+		return err
+	}
+	if res.Lease == nil {
+		writeJSON(w, http.StatusAccepted, RequestResponse{Request: res.Request})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, LeaseResponse{Lease: res.Lease, Resource: res.Resource})
+	return nil
+}
+
+func (s *Server) getLease(w http.ResponseWriter, r *http.Request) error {
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	l, err := s.engine.Lease(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"lease": l})
+	return nil
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
+	var empty struct{}
+	if err := decodeJSON(w, r, &empty, true); err != nil {
+		return err
+	}
+	res, err := s.engine.Heartbeat(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, LeaseResponse{Lease: res.Lease, Resource: res.Resource})
+	return nil
+}
+
+// ReleaseRequest is the (optional) body of POST /v1/leases/{id}/release.
+type ReleaseRequest struct {
+	To     berth.ReleaseTarget `json:"to,omitempty"`
+	Reason string              `json:"reason,omitempty"`
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
+	var req ReleaseRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	res, err := s.engine.Release(r.Context(), lease.ReleaseParams{ID: r.PathValue("id"), To: req.To, Reason: req.Reason})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, LeaseResponse{Lease: res.Lease, Resource: res.Resource, AlreadyReleased: res.AlreadyReleased})
+	return nil
+}
+
+func (s *Server) getRequest(w http.ResponseWriter, r *http.Request) error {
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	req, err := s.engine.Request(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, RequestResponse{Request: req})
+	return nil
+}
+
+func (s *Server) cancelRequest(w http.ResponseWriter, r *http.Request) error {
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	if err := s.engine.CancelRequest(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listPools(w http.ResponseWriter, r *http.Request) error {
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	ps, err := s.engine.Pools(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"pools": ps})
+	return nil
+}
+
+func (s *Server) getPool(w http.ResponseWriter, r *http.Request) error {
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	p, err := s.engine.Pool(r.Context(), r.PathValue("type"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"pool": p})
+	return nil
+}
+
+const maxListLimit = 100000
+
+func (s *Server) listResources(w http.ResponseWriter, r *http.Request) error {
+	q := newQuery(r, "type", "state", "limit")
+	p := &lease.ResourceListParams{Type: q.name("type"), State: berth.State(q.name("state")), Limit: q.int("limit", 0, 0, maxListLimit)}
+	if q.err != nil {
+		return q.err
+	}
+	rs, err := s.engine.Resources(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"resources": rs})
+	return nil
+}
+
+func (s *Server) getResource(w http.ResponseWriter, r *http.Request) error {
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	res, err := s.engine.Resource(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"resource": res})
+	return nil
+}
+
+// MaxEventWait caps a long poll on /v1/events.
+const MaxEventWait = lease.DefaultMaxPoll
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
+	q := newQuery(r, "resource", "type", "since", "after", "limit", "wait", "order")
+	p := &lease.EventListParams{
+		Resource: q.name("resource"), Type: q.name("type"), Since: q.time("since"), AfterID: q.int64("after"),
+		Limit: q.int("limit", 100, 1, 10000),
+	}
+	wait := q.duration("wait", MaxEventWait)
+	switch o := q.str("order"); o {
+	case "", "asc":
+	case "desc":
+		p.Desc = true
+	default:
+		if q.err == nil {
+			q.err = berth.FieldErrorf("order", "must be \"asc\" or \"desc\", not %q", o)
+		}
+	}
+	if q.err != nil {
+		return q.err
+	}
+	evs, err := s.engine.Events(r.Context(), p, wait)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": evs})
+	return nil
+}

@@ -1,0 +1,189 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-ci/berth"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 1 << 20
+
+// decodeJSON reads exactly one JSON object into v, rejecting unknown
+// fields, trailing data and bodies over MaxBodyBytes, with errors that name
+// the field at fault. An empty body decodes as {} when allowEmpty.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return &berth.Error{Code: berth.EInvalid, Field: "Content-Type", Message: fmt.Sprintf("must be application/json, not %q", ct)}
+		}
+	}
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if errors.Is(err, io.EOF) {
+		if allowEmpty {
+			return nil
+		}
+		return berth.Errorf(berth.EInvalid, "request body is empty; want a JSON object")
+	}
+	if err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return jsonError(err)
+		}
+		return berth.Errorf(berth.EInvalid, "request body has data after the JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var (
+		mbe    *http.MaxBytesError
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return berth.Errorf(berth.ETooLarge, "request body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &syntax):
+		return berth.Errorf(berth.EInvalid, "request body is not valid JSON (at byte %d): %v", syntax.Offset, syntax)
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			return berth.Errorf(berth.EInvalid, "request body must be a JSON object, not %s", typ.Value)
+		}
+		return berth.FieldErrorf(field, "must be %s, not %s", jsonKind(typ.Type.Kind().String()), typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return berth.Errorf(berth.EInvalid, "request body is truncated JSON")
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		name, _ := strconv.Unquote(f)
+		return berth.FieldErrorf(name, "is not a known field")
+	}
+	// Errors from our own UnmarshalJSON methods (durations) come wrapped
+	// without the field; say what we can.
+	return berth.Errorf(berth.EInvalid, "request body: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int", "int64", "int32":
+		return "an integer"
+	case "string":
+		return "a string"
+	case "map":
+		return "an object"
+	case "struct":
+		return "an object"
+	case "bool":
+		return "true or false"
+	case "slice":
+		return "an array"
+	}
+	return k
+}
+
+// query reads URL query parameters, rejecting unknown and repeated ones.
+type query struct {
+	vals map[string][]string
+	err  error
+}
+
+func newQuery(r *http.Request, allowed ...string) *query {
+	q := &query{vals: r.URL.Query()}
+	ok := map[string]bool{}
+	for _, a := range allowed {
+		ok[a] = true
+	}
+	for k, v := range q.vals {
+		if !ok[k] {
+			q.err = berth.FieldErrorf(k, "is not a known query parameter (known: %s)", strings.Join(allowed, ", "))
+			return q
+		}
+		if len(v) > 1 {
+			q.err = berth.FieldErrorf(k, "is given %d times", len(v))
+			return q
+		}
+	}
+	return q
+}
+
+func (q *query) str(name string) string {
+	if v := q.vals[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (q *query) int(name string, def, lo, hi int) int {
+	s := q.str(name)
+	if s == "" || q.err != nil {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		q.err = berth.FieldErrorf(name, "must be an integer from %d to %d, not %q", lo, hi, s)
+		return def
+	}
+	return n
+}
+
+func (q *query) int64(name string) int64 {
+	s := q.str(name)
+	if s == "" || q.err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		q.err = berth.FieldErrorf(name, "must be a non-negative integer, not %q", s)
+		return 0
+	}
+	return n
+}
+
+func (q *query) time(name string) time.Time {
+	s := q.str(name)
+	if s == "" || q.err != nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		q.err = berth.FieldErrorf(name, "must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not %q", s)
+	}
+	return t
+}
+
+func (q *query) duration(name string, max time.Duration) time.Duration {
+	s := q.str(name)
+	if s == "" || q.err != nil {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d > max {
+		q.err = berth.FieldErrorf(name, "must be a duration from 0s to %s such as \"30s\", not %q", max, s)
+	}
+	return d
+}
+
+func (q *query) name(name string) string {
+	s := q.str(name)
+	if s != "" && q.err == nil && !berth.ValidName(s) {
+		q.err = berth.FieldErrorf(name, "is not a valid name: %q", s)
+	}
+	return s
+}

@@ -1,0 +1,60 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/lease"
+)
+
+// statusOf is the one place where an error becomes an HTTP status.
+func statusOf(code berth.ErrorCode) int {
+	switch code {
+	case berth.EInvalid:
+		return http.StatusBadRequest
+	case berth.ENotFound, berth.EUnknownType:
+		return http.StatusNotFound
+	case berth.EExhausted, berth.EConflict:
+		return http.StatusConflict
+	case berth.ELeaseLost:
+		return http.StatusGone
+	case berth.ETooLarge:
+		return http.StatusRequestEntityTooLarge
+	case berth.EMethod:
+		return http.StatusMethodNotAllowed
+	case berth.EUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+type errorBody struct {
+	Error *berth.Error `json:"error"`
+}
+
+// writeError answers with the JSON error shape. Store failures are 503 so
+// that clients retry them; they are logged with their cause.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client has gone; nobody reads an answer
+	}
+	var be *berth.Error
+	var se *lease.StoreError
+	switch {
+	case errors.As(err, &be):
+	case errors.As(err, &se):
+		s.log.Error("store failure", "method", r.Method, "path", r.URL.Path, "err", err)
+		be = &berth.Error{Code: berth.EUnavailable, Message: err.Error()}
+	default:
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		be = &berth.Error{Code: berth.EInternal, Message: "internal error; see the server log"}
+	}
+	writeJSON(w, statusOf(be.Code), errorBody{Error: be})
+}
+
+// Logger is what the API logs through.
+type Logger = *slog.Logger

@@ -1,0 +1,345 @@
+// Package config reads and validates berth's YAML configuration. Load
+// returns every problem at once, each naming the field (as a path such as
+// pools[1].leaseTTL) and the line it is on, so an operator fixes a config in
+// one pass instead of one crash at a time.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/lease"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+// Config is the whole file.
+type Config struct {
+	Pools []Pool `yaml:"pools"`
+}
+
+// Pool is one type of resource and its policy.
+type Pool struct {
+	Type string `yaml:"type"`
+	// LeaseTTL is how long a lease lasts without a heartbeat. Default 10m.
+	LeaseTTL  time.Duration `yaml:"leaseTTL"`
+	Resources []Resource    `yaml:"resources"`
+	// Generate adds Count resources named Prefix1 … PrefixN, for large
+	// pools of interchangeable resources.
+	Generate *Generate `yaml:"generate"`
+	Janitor  *Janitor  `yaml:"janitor"`
+}
+
+// Resource is one static resource: a plain name, or a mapping with user
+// data and labels.
+type Resource struct {
+	Name     string    `yaml:"name"`
+	UserData StringMap `yaml:"userData"`
+	Labels   StringMap `yaml:"labels"`
+}
+
+// Generate names resources from a prefix and a count.
+type Generate struct {
+	Prefix string `yaml:"prefix"`
+	Count  int    `yaml:"count"`
+}
+
+// Janitor is the pool's cleaning policy. Only external janitors (which
+// clean through the API, as Boskos janitors do) exist in this version.
+type Janitor struct {
+	External bool `yaml:"external"`
+}
+
+// StringMap is a map of strings that also takes numbers and booleans as
+// their text, since `port: 443` is what people write.
+type StringMap map[string]string
+
+// UnmarshalYAML implements the obsolete yaml.v3 interface on purpose: it
+// keeps the decoder's strict settings, where the yaml.Node form would not.
+func (m *StringMap) UnmarshalYAML(unmarshal func(any) error) error {
+	var raw map[string]any
+	if err := unmarshal(&raw); err != nil {
+		return err
+	}
+	out := make(StringMap, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case int, int64, uint64, float64, bool:
+			out[k] = fmt.Sprint(v)
+		case nil:
+			out[k] = ""
+		default:
+			return fmt.Errorf("value of %q must be a string, not a %T", k, v)
+		}
+	}
+	*m = out
+	return nil
+}
+
+// UnmarshalYAML accepts a bare name as shorthand for {name: NAME}.
+func (r *Resource) UnmarshalYAML(unmarshal func(any) error) error {
+	var name string
+	if err := unmarshal(&name); err == nil {
+		r.Name = name
+		return nil
+	}
+	type plain Resource
+	return unmarshal((*plain)(r))
+}
+
+// Default returns an empty config; Load fills per-pool defaults.
+func Default() *Config { return &Config{} }
+
+// Demo is the config of `berth serve --demo`: a few pools to look at and
+// lease from.
+func Demo() *Config {
+	return &Config{Pools: []Pool{
+		{Type: "gce-project", LeaseTTL: 10 * time.Minute, Resources: []Resource{{Name: "proj-1"}, {Name: "proj-2"}, {Name: "proj-3"}}},
+		{Type: "gke-cluster", LeaseTTL: 15 * time.Minute, Resources: []Resource{
+			{Name: "cluster-a", UserData: StringMap{"endpoint": "https://10.0.0.1"}, Labels: StringMap{"region": "us-east1"}},
+			{Name: "cluster-b", UserData: StringMap{"endpoint": "https://10.0.0.2"}, Labels: StringMap{"region": "europe-west1"}},
+		}},
+		{Type: "pixel-7", LeaseTTL: 5 * time.Minute, Janitor: &Janitor{External: true},
+			Generate: &Generate{Prefix: "pixel-7-", Count: 4}},
+	}}
+}
+
+// Problem is one thing wrong with a config.
+type Problem struct {
+	Path    string // pools[1].leaseTTL
+	Line    int    // 0 when unknown
+	Message string
+}
+
+// ValidationError lists every problem found in a config file.
+type ValidationError struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *ValidationError) Error() string {
+	return strings.Join(e.Lines(), "\n")
+}
+
+// Lines returns one line per problem: FILE:LINE: PATH: MESSAGE.
+func (e *ValidationError) Lines() []string {
+	out := make([]string, 0, len(e.Problems))
+	for _, p := range e.Problems {
+		var b strings.Builder
+		if e.File != "" {
+			b.WriteString(e.File)
+			if p.Line > 0 {
+				b.WriteString(":" + strconv.Itoa(p.Line))
+			}
+			b.WriteString(": ")
+		} else if p.Line > 0 {
+			b.WriteString("line " + strconv.Itoa(p.Line) + ": ")
+		}
+		if p.Path != "" {
+			b.WriteString(p.Path + ": ")
+		}
+		b.WriteString(p.Message)
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b)
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		ve.File = path
+	}
+	return c, err
+}
+
+// Parse decodes and validates a config document.
+func Parse(b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, &ValidationError{Problems: []Problem{syntaxProblem(err)}}
+	}
+	idx := indexNodes(&root)
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, &ValidationError{Problems: []Problem{syntaxProblem(err)}}
+		}
+		// The decoder filled in what it could; validate that too so that
+		// one run reports every problem, but skip fields already reported.
+		ps := make([]Problem, 0, len(te.Errors))
+		bad := map[string]bool{}
+		for _, msg := range te.Errors {
+			p := idx.typeProblem(msg)
+			bad[p.Path] = true
+			ps = append(ps, p)
+		}
+		for _, p := range c.Validate() {
+			if !bad[p.Path] && !strings.HasSuffix(p.Message, "is required") {
+				p.Line = idx.lineOf(p.Path)
+				ps = append(ps, p)
+			}
+		}
+		return nil, &ValidationError{Problems: ps}
+	}
+	if ps := c.Validate(); len(ps) > 0 {
+		for i := range ps {
+			ps[i].Line = idx.lineOf(ps[i].Path)
+		}
+		return nil, &ValidationError{Problems: ps}
+	}
+	return c, nil
+}
+
+var lineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+func syntaxProblem(err error) Problem {
+	msg := err.Error()
+	if m := lineRe.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return Problem{Line: n, Message: "invalid YAML: " + m[2]}
+	}
+	return Problem{Message: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+const (
+	minLeaseTTL   = time.Second
+	maxLeaseTTL   = 7 * 24 * time.Hour
+	maxGenerated  = 1_000_000
+	maxValueBytes = 64 << 10
+)
+
+// Validate checks every rule and fills defaults; it returns all problems.
+func (c *Config) Validate() []Problem {
+	var ps []Problem
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	if len(c.Pools) == 0 {
+		add("pools", "at least one pool is required")
+	}
+	types := map[string]string{}
+	names := map[string]string{}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		pp := fmt.Sprintf("pools[%d]", i)
+		switch {
+		case p.Type == "":
+			add(pp+".type", "is required")
+		case !berth.ValidName(p.Type):
+			add(pp+".type", "%q is not a valid type name (letters, digits, '.', '_', '-'; at most 253)", p.Type)
+		case types[p.Type] != "":
+			add(pp+".type", "%q is already the type of %s", p.Type, types[p.Type])
+		default:
+			types[p.Type] = pp
+		}
+		switch {
+		case p.LeaseTTL == 0:
+			p.LeaseTTL = lease.DefaultLeaseTTL
+		case p.LeaseTTL < minLeaseTTL || p.LeaseTTL > maxLeaseTTL:
+			add(pp+".leaseTTL", "must be between %s and %s, not %s", minLeaseTTL, maxLeaseTTL, p.LeaseTTL)
+		}
+		claim := func(path, name string) {
+			switch {
+			case name == "":
+				add(path, "a resource name is required")
+			case !berth.ValidName(name):
+				add(path, "%q is not a valid resource name (letters, digits, '.', '_', '-'; at most 253)", name)
+			case names[name] != "":
+				add(path, "resource %q is already declared at %s", name, names[name])
+			default:
+				names[name] = path
+			}
+		}
+		for j, r := range p.Resources {
+			rp := fmt.Sprintf("%s.resources[%d]", pp, j)
+			if r.Name == "" {
+				add(rp+".name", "is required")
+			} else {
+				claim(rp+".name", r.Name)
+			}
+			for _, k := range sortedKeys(r.UserData) {
+				if k == "" || len(k) > 253 {
+					add(rp+".userData", "keys must be 1 to 253 characters")
+				}
+				if len(r.UserData[k]) > maxValueBytes {
+					add(rp+".userData."+k, "is longer than %d bytes", maxValueBytes)
+				}
+			}
+			for _, k := range sortedKeys(r.Labels) {
+				if !berth.ValidLabelKey(k) {
+					add(rp+".labels", "%q is not a valid label key", k)
+				}
+				if len(r.Labels[k]) > 63 {
+					add(rp+".labels."+k, "is longer than 63 characters")
+				}
+			}
+		}
+		if g := p.Generate; g != nil {
+			gp := pp + ".generate"
+			if g.Count < 1 || g.Count > maxGenerated {
+				add(gp+".count", "must be between 1 and %d, not %d", maxGenerated, g.Count)
+			} else if g.Prefix == "" || !berth.ValidName(g.Prefix+"1") {
+				add(gp+".prefix", "%q does not make valid resource names", g.Prefix)
+			} else {
+				for n := 1; n <= g.Count; n++ {
+					claim(gp, g.Prefix+strconv.Itoa(n))
+				}
+			}
+		}
+		if p.Janitor != nil && !p.Janitor.External {
+			add(pp+".janitor", "only {external: true} is supported in this version; leave janitor out for pools whose resources need no cleaning")
+		}
+	}
+	return ps
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// EnginePools converts a validated config into the engine's policies.
+func (c *Config) EnginePools() []lease.Pool {
+	out := make([]lease.Pool, 0, len(c.Pools))
+	for _, p := range c.Pools {
+		lp := lease.Pool{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: lease.JanitorNone}
+		if p.Janitor != nil && p.Janitor.External {
+			lp.Janitor = lease.JanitorExternal
+		}
+		for _, r := range p.Resources {
+			lp.Resources = append(lp.Resources, store.ResourceSpec{Name: r.Name, UserData: r.UserData, Labels: r.Labels})
+		}
+		if g := p.Generate; g != nil {
+			for n := 1; n <= g.Count; n++ {
+				lp.Resources = append(lp.Resources, store.ResourceSpec{Name: g.Prefix + strconv.Itoa(n)})
+			}
+		}
+		out = append(out, lp)
+	}
+	return out
+}

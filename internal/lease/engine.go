@@ -1,0 +1,616 @@
+// Package lease is berth's lease engine: the one place that decides how
+// resources move between states. It validates requests, applies each pool's
+// policy, asks the store to make each transition atomically, and wakes
+// waiters the moment a resource is handed to them. It knows nothing of HTTP
+// or SQL.
+package lease
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+// Pool is a pool's policy as the engine applies it.
+type Pool struct {
+	Type     string
+	LeaseTTL time.Duration
+	// Janitor is "none" (released resources go straight back to free) or
+	// "external" (they stay dirty until a janitor cleans them).
+	Janitor   string
+	Resources []store.ResourceSpec
+}
+
+const (
+	JanitorNone     = "none"
+	JanitorExternal = "external"
+)
+
+// Defaults for Options.
+const (
+	DefaultGrace        = 30 * time.Second
+	DefaultMaxPoll      = 60 * time.Second
+	DefaultReapInterval = time.Second
+	DefaultLeaseTTL     = 10 * time.Minute
+)
+
+// Options configure an Engine.
+type Options struct {
+	Store  store.Store
+	Clock  clockwork.Clock
+	Logger *slog.Logger
+	// Grace is how long a waiter keeps its place in the queue after its
+	// long poll ends without a resource. Default DefaultGrace.
+	Grace time.Duration
+	// MaxPoll caps how long one acquire call waits before answering with
+	// the request's position, so proxies do not cut long polls. Default
+	// DefaultMaxPoll.
+	MaxPoll time.Duration
+}
+
+// Engine is the lease engine. It is safe for concurrent use.
+type Engine struct {
+	store   store.Store
+	clock   clockwork.Clock
+	log     *slog.Logger
+	grace   time.Duration
+	maxPoll time.Duration
+
+	mu      sync.Mutex
+	pools   map[string]Pool
+	waiters map[string]*waiter
+	changed chan struct{} // closed and replaced whenever events are written
+}
+
+type waiter struct {
+	ch chan struct{} // buffered(1): a wake is never lost, never blocks
+	n  int
+}
+
+// New returns an Engine with no pools; call SyncPools before serving.
+func New(opts Options) *Engine {
+	e := &Engine{
+		store:   opts.Store,
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		grace:   opts.Grace,
+		maxPoll: opts.MaxPoll,
+		pools:   map[string]Pool{},
+		waiters: map[string]*waiter{},
+		changed: make(chan struct{}),
+	}
+	if e.clock == nil {
+		e.clock = clockwork.NewRealClock()
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.grace <= 0 {
+		e.grace = DefaultGrace
+	}
+	if e.maxPoll <= 0 {
+		e.maxPoll = DefaultMaxPoll
+	}
+	return e
+}
+
+// Clock returns the engine's clock.
+func (e *Engine) Clock() clockwork.Clock { return e.clock }
+
+// SyncPools makes the store's pools and resources match pools, keeping every
+// lease, and makes pools the policy the engine applies from now on.
+func (e *Engine) SyncPools(ctx context.Context, pools []Pool, actor string) (*store.PoolSyncResult, error) {
+	policies := make([]store.PoolPolicy, 0, len(pools))
+	m := make(map[string]Pool, len(pools))
+	for _, p := range pools {
+		if p.LeaseTTL <= 0 {
+			p.LeaseTTL = DefaultLeaseTTL
+		}
+		if p.Janitor == "" {
+			p.Janitor = JanitorNone
+		}
+		m[p.Type] = p
+		policies = append(policies, store.PoolPolicy{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: p.Janitor, Resources: p.Resources})
+	}
+	res, err := e.store.PoolSync(ctx, &store.PoolSyncParams{Pools: policies, Now: e.clock.Now(), Actor: actor})
+	if err != nil {
+		return nil, fmt.Errorf("sync pools: %w", err)
+	}
+	e.mu.Lock()
+	e.pools = m
+	e.mu.Unlock()
+	for _, h := range res.Handoffs {
+		e.wake(h.RequestID)
+	}
+	e.published()
+	return res, nil
+}
+
+func (e *Engine) pool(typ string) (Pool, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.pools[typ]
+	return p, ok
+}
+
+// policyFor returns the pool's policy, or the defaults for a lease whose
+// pool has left the config.
+func (e *Engine) policyFor(typ string) Pool {
+	if p, ok := e.pool(typ); ok {
+		return p
+	}
+	return Pool{Type: typ, LeaseTTL: DefaultLeaseTTL, Janitor: JanitorNone}
+}
+
+// AcquireParams describe one acquire call.
+type AcquireParams struct {
+	Type     string
+	Owner    string
+	Priority int
+	Selector berth.Selector
+	// Wait is how long the caller is prepared to wait for a resource. The
+	// call itself returns after at most the engine's MaxPoll.
+	Wait time.Duration
+	// RequestID keeps a waiter's place across calls and makes a retried
+	// acquire return the lease it already got. Generated when waiting
+	// without one.
+	RequestID string
+	Actor     string
+}
+
+// AcquireResult is a lease, or the caller's place in the queue.
+type AcquireResult struct {
+	Lease    *berth.Lease
+	Resource *berth.Resource
+	Request  *berth.Request
+}
+
+const (
+	maxPriority    = 1000
+	maxOwnerLen    = 253
+	maxRequestID   = 128
+	maxReasonLen   = 4096
+	maxSelectorLen = 32
+)
+
+// ValidateOwner checks an owner name: printable, 1 to 253 characters.
+func ValidateOwner(field, s string) error {
+	if s == "" {
+		return berth.FieldErrorf(field, "is required")
+	}
+	if len(s) > maxOwnerLen {
+		return berth.FieldErrorf(field, "is longer than %d characters", maxOwnerLen)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return berth.FieldErrorf(field, "contains a non-printable character")
+		}
+	}
+	return nil
+}
+
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > maxRequestID {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateSelector checks label keys and values.
+func ValidateSelector(field string, sel berth.Selector) error {
+	if len(sel) > maxSelectorLen {
+		return berth.FieldErrorf(field, "has more than %d terms", maxSelectorLen)
+	}
+	for _, k := range sel.Keys() {
+		if !berth.ValidLabelKey(k) {
+			return berth.FieldErrorf(field+"."+k, "is not a valid label key (letters, digits, '-', '_', '.', an optional prefix/)")
+		}
+		if len(sel[k]) > 253 {
+			return berth.FieldErrorf(field+"."+k, "value is longer than 253 characters")
+		}
+	}
+	return nil
+}
+
+func (e *Engine) validateAcquire(p *AcquireParams) (Pool, error) {
+	if p.Type == "" {
+		return Pool{}, berth.FieldErrorf("type", "is required")
+	}
+	if err := ValidateOwner("owner", p.Owner); err != nil {
+		return Pool{}, err
+	}
+	if p.Priority < -maxPriority || p.Priority > maxPriority {
+		return Pool{}, berth.FieldErrorf("priority", "must be between %d and %d", -maxPriority, maxPriority)
+	}
+	if p.Wait < 0 {
+		return Pool{}, berth.FieldErrorf("wait", "must not be negative")
+	}
+	if p.RequestID != "" && !validRequestID(p.RequestID) {
+		return Pool{}, berth.FieldErrorf("requestId", "must be 1 to %d letters, digits, '-', '_', '.' or ':'", maxRequestID)
+	}
+	if err := ValidateSelector("labels", p.Selector); err != nil {
+		return Pool{}, err
+	}
+	pool, ok := e.pool(p.Type)
+	if !ok {
+		return Pool{}, &berth.Error{Code: berth.EUnknownType, Field: "type", Message: fmt.Sprintf("no pool of type %q", p.Type)}
+	}
+	return pool, nil
+}
+
+// Acquire leases a free resource of the type. With Wait or a RequestID it
+// queues when none is free; with Wait it then blocks until a resource is
+// handed to it, the wait (capped at MaxPoll) ends, or ctx is done. A call
+// that ends without a resource returns the request and its position; the
+// caller keeps that place for the engine's grace period and reclaims it by
+// calling again with the same RequestID.
+func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, error) {
+	pool, err := e.validateAcquire(&p)
+	if err != nil {
+		return nil, err
+	}
+	queue := p.Wait > 0 || p.RequestID != ""
+	if queue && p.RequestID == "" {
+		p.RequestID = rand.Text()
+	}
+	poll := min(p.Wait, e.maxPoll)
+	now := e.clock.Now()
+	deadline := now.Add(poll)
+	var wake chan struct{}
+	if poll > 0 {
+		// Subscribe before the store call so a handoff between the two is
+		// not missed.
+		wake = e.subscribe(p.RequestID)
+		defer e.unsubscribe(p.RequestID)
+	}
+	sp := &store.LeaseAcquireParams{
+		Type: p.Type, Owner: p.Owner, Priority: p.Priority, Selector: p.Selector, RequestID: p.RequestID,
+		Wait: queue, WaitUntil: deadline.Add(e.grace), LeaseTTL: pool.LeaseTTL, Now: now, Actor: actorOr(p.Actor, p.Owner),
+	}
+	res, err := e.store.LeaseAcquire(ctx, sp)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if res.Lease != nil {
+		e.published()
+		return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
+	}
+	if res.Request == nil {
+		return nil, berth.Errorf(berth.EExhausted, "no free resource of type %q", p.Type)
+	}
+	if poll == 0 {
+		return &AcquireResult{Request: res.Request}, nil
+	}
+	timer := e.clock.NewTimer(deadline.Sub(e.clock.Now()))
+	defer timer.Stop()
+	for {
+		select {
+		case <-wake:
+			// Handed a lease: claim it. The same call is idempotent, so a
+			// stray wake just re-reads our place.
+			sp.Now = e.clock.Now()
+			res, err := e.store.LeaseAcquire(ctx, sp)
+			if err != nil {
+				return nil, storeError(err)
+			}
+			if res.Lease != nil {
+				return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
+			}
+		case <-timer.Chan():
+			req, err := e.store.RequestGet(ctx, &store.RequestGetParams{ID: p.RequestID, Now: e.clock.Now()})
+			if errors.Is(err, store.ErrNotFound) {
+				// Served between the timer and now: claim it.
+				sp.Now = e.clock.Now()
+				res, err := e.store.LeaseAcquire(ctx, sp)
+				if err != nil {
+					return nil, storeError(err)
+				}
+				if res.Lease != nil {
+					return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
+				}
+				return &AcquireResult{Request: res.Request}, nil
+			}
+			if err != nil {
+				return nil, storeError(err)
+			}
+			return &AcquireResult{Request: req}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func actorOr(actor, owner string) string {
+	if actor != "" {
+		return actor
+	}
+	return owner
+}
+
+// CancelRequest gives up a waiting request's place.
+func (e *Engine) CancelRequest(ctx context.Context, id string) error {
+	if err := e.store.RequestCancel(ctx, id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return berth.Errorf(berth.ENotFound, "no waiting request %q", id)
+		}
+		return storeError(err)
+	}
+	return nil
+}
+
+// Request returns a waiting request with its position.
+func (e *Engine) Request(ctx context.Context, id string) (*berth.Request, error) {
+	r, err := e.store.RequestGet(ctx, &store.RequestGetParams{ID: id, Now: e.clock.Now()})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, berth.Errorf(berth.ENotFound, "no waiting request %q", id)
+	}
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return r, nil
+}
+
+// HeartbeatResult is the renewed lease and the resource it holds, so the
+// holder learns of anything that happened to the resource.
+type HeartbeatResult struct {
+	Lease    *berth.Lease
+	Resource *berth.Resource
+}
+
+// Heartbeat extends a lease by its TTL. A lease past its expiry cannot be
+// renewed: it is lost even if the reaper has not ended it yet.
+func (e *Engine) Heartbeat(ctx context.Context, id string) (*HeartbeatResult, error) {
+	l, err := e.store.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: id, Now: e.clock.Now()})
+	if err != nil {
+		return nil, e.leaseError(ctx, id, err)
+	}
+	r, err := e.store.ResourceGet(ctx, l.Resource)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return &HeartbeatResult{Lease: l, Resource: r}, nil
+}
+
+// leaseError turns a store error about lease id into a caller-facing one.
+func (e *Engine) leaseError(ctx context.Context, id string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &berth.Error{Code: berth.ENotFound, Message: fmt.Sprintf("no lease %q", id)}
+	case errors.Is(err, store.ErrLeaseEnded):
+		msg := fmt.Sprintf("lease %q has ended", id)
+		if l, gerr := e.store.LeaseGet(ctx, id); gerr == nil {
+			switch {
+			case l.Status == berth.LeaseActive:
+				msg = fmt.Sprintf("lease %q expired at %s without a heartbeat", id, l.ExpiresAt.Format(time.RFC3339Nano))
+			default:
+				msg = fmt.Sprintf("lease %q was %s at %s", id, l.Status, l.EndedAt.Format(time.RFC3339Nano))
+			}
+		}
+		return &berth.Error{Code: berth.ELeaseLost, Message: msg}
+	}
+	return storeError(err)
+}
+
+// storeError passes caller-facing errors and cancellations through and
+// reports anything else as the store being unavailable, never as "not
+// found": a failing database must look like an outage, not like an answer.
+func storeError(err error) error {
+	var be *berth.Error
+	if errors.As(err, &be) {
+		return be
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &StoreError{Err: err}
+}
+
+// StoreError is a failure of the store, not of the caller.
+type StoreError struct{ Err error }
+
+func (e *StoreError) Error() string { return "store unavailable: " + e.Err.Error() }
+func (e *StoreError) Unwrap() error { return e.Err }
+
+// ReleaseParams describe giving a lease back.
+type ReleaseParams struct {
+	ID     string
+	To     berth.ReleaseTarget
+	Reason string
+	Actor  string
+}
+
+// ReleaseResult is the ended lease and where its resource went.
+type ReleaseResult struct {
+	Lease    *berth.Lease
+	Resource *berth.Resource
+	// AlreadyReleased is set when the lease had been released before (a
+	// retried release); nothing changed.
+	AlreadyReleased bool
+}
+
+// targetState applies the pool's cleaning policy to what the holder said.
+func targetState(pool Pool, to berth.ReleaseTarget) berth.State {
+	switch to {
+	case berth.ReleaseFree:
+		return berth.StateFree
+	case berth.ReleaseBroken:
+		return berth.StateQuarantined
+	default:
+		if pool.Janitor == JanitorNone {
+			return berth.StateFree
+		}
+		return berth.StateDirty
+	}
+}
+
+// Release ends a lease. Released to dirty, the resource follows its pool's
+// cleaning policy; a resource that ends up free goes straight to the first
+// waiter. Releasing a lease twice succeeds and changes nothing.
+func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, error) {
+	switch p.To {
+	case "":
+		p.To = berth.ReleaseDirty
+	case berth.ReleaseDirty, berth.ReleaseFree:
+	case berth.ReleaseBroken:
+		if p.Reason == "" {
+			return nil, berth.FieldErrorf("reason", "is required when releasing as broken")
+		}
+	default:
+		return nil, berth.FieldErrorf("to", "must be %q, %q or %q", berth.ReleaseDirty, berth.ReleaseFree, berth.ReleaseBroken)
+	}
+	if len(p.Reason) > maxReasonLen {
+		return nil, berth.FieldErrorf("reason", "is longer than %d bytes", maxReasonLen)
+	}
+	l, err := e.store.LeaseGet(ctx, p.ID)
+	if err != nil {
+		return nil, e.leaseError(ctx, p.ID, err)
+	}
+	pool := e.policyFor(l.Type)
+	res, err := e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
+		ID: p.ID, To: targetState(pool, p.To), Reason: p.Reason, Actor: actorOr(p.Actor, l.Owner),
+		Now: e.clock.Now(), HandoffTTL: pool.LeaseTTL,
+	})
+	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {
+		r, rerr := e.store.ResourceGet(ctx, res.Lease.Resource)
+		if rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+			return nil, storeError(rerr)
+		}
+		return &ReleaseResult{Lease: res.Lease, Resource: r, AlreadyReleased: true}, nil
+	}
+	if err != nil {
+		return nil, e.leaseError(ctx, p.ID, err)
+	}
+	if res.Handoff != nil {
+		e.wake(res.Handoff.RequestID)
+	}
+	e.published()
+	return &ReleaseResult{Lease: res.Lease, Resource: res.Resource}, nil
+}
+
+// ReapOnce ends every lease past its expiry, moves its resource on as the
+// pool's policy says, and drops waiting requests past their grace. It
+// returns how many leases it ended.
+func (e *Engine) ReapOnce(ctx context.Context) (int, error) {
+	now := e.clock.Now()
+	n := 0
+	for {
+		leases, err := e.store.LeaseListExpired(ctx, &store.LeaseListExpiredParams{Now: now, Limit: 500})
+		if err != nil {
+			return n, fmt.Errorf("reap: %w", err)
+		}
+		for _, l := range leases {
+			pool := e.policyFor(l.Type)
+			res, err := e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
+				ID: l.ID, To: targetState(pool, berth.ReleaseDirty), Expired: true, Actor: "reaper",
+				Reason: fmt.Sprintf("no heartbeat from %s for %s", l.Owner, l.TTL), Now: now, HandoffTTL: pool.LeaseTTL,
+			})
+			if errors.Is(err, store.ErrLeaseActive) || errors.Is(err, store.ErrLeaseEnded) {
+				continue // renewed or released since it was listed
+			}
+			if err != nil {
+				return n, fmt.Errorf("reap lease %s: %w", l.ID, err)
+			}
+			n++
+			e.log.Info("lease expired", "lease", l.ID, "resource", l.Resource, "owner", l.Owner, "to", res.Resource.State)
+			if res.Handoff != nil {
+				e.wake(res.Handoff.RequestID)
+			}
+		}
+		if len(leases) < 500 {
+			break
+		}
+	}
+	if _, err := e.store.RequestPrune(ctx, now); err != nil {
+		return n, fmt.Errorf("reap: %w", err)
+	}
+	if n > 0 {
+		e.published()
+	}
+	return n, nil
+}
+
+// RunReaper calls ReapOnce every interval until ctx is done.
+func (e *Engine) RunReaper(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultReapInterval
+	}
+	t := e.clock.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+			if _, err := e.ReapOnce(ctx); err != nil && ctx.Err() == nil {
+				e.log.Error("reaper pass failed", "err", err)
+			}
+		}
+	}
+}
+
+func (e *Engine) subscribe(id string) chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w, ok := e.waiters[id]
+	if !ok {
+		w = &waiter{ch: make(chan struct{}, 1)}
+		e.waiters[id] = w
+	}
+	w.n++
+	return w.ch
+}
+
+func (e *Engine) unsubscribe(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w, ok := e.waiters[id]; ok {
+		w.n--
+		if w.n == 0 {
+			delete(e.waiters, id)
+		}
+	}
+}
+
+// wake tells the long poll of request id, if one runs here, that it has
+// been handed a lease.
+func (e *Engine) wake(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w, ok := e.waiters[id]; ok {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// published wakes everyone waiting for new events.
+func (e *Engine) published() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// Changed returns a channel that is closed the next time events are
+// written through this engine.
+func (e *Engine) Changed() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}

@@ -1,0 +1,174 @@
+// Package server assembles a running broker: it opens the store, reconciles
+// the config, starts the lease engine's background loops and serves HTTP
+// until its context ends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/berth-ci/berth/internal/api"
+	"github.com/berth-ci/berth/internal/config"
+	"github.com/berth-ci/berth/internal/lease"
+	"github.com/berth-ci/berth/internal/store"
+	"github.com/berth-ci/berth/internal/store/sqlite"
+)
+
+// DefaultListen is where berth serves unless told otherwise.
+const DefaultListen = "127.0.0.1:7420"
+
+// Options configure Run.
+type Options struct {
+	// Config is the validated configuration to serve.
+	Config *config.Config
+	// DataDir holds the embedded database (berth.db).
+	DataDir string
+	// Store overrides DataDir: "sqlite:PATH" (or a bare path).
+	Store string
+	// SQLiteSync is "normal" (survives a process crash; the default) or
+	// "full" (also survives power loss).
+	SQLiteSync string
+	Listen     string
+	Logger     *slog.Logger
+	Clock      clockwork.Clock
+	// ReapInterval is how often expired leases are looked for; default 1s.
+	ReapInterval time.Duration
+	// Grace and MaxPoll tune waiting; see lease.Options.
+	Grace, MaxPoll time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may take to
+	// finish after the context ends; default 10s.
+	ShutdownTimeout time.Duration
+	// OnListening, if set, is called with the bound address once the
+	// server accepts connections.
+	OnListening func(addr net.Addr)
+}
+
+// StartupError is a problem found before serving: bad config, a data
+// directory that cannot be used, a store that will not open. The CLI prints
+// it as one line and exits 2 rather than crash-looping with a trace.
+type StartupError struct{ Err error }
+
+func (e *StartupError) Error() string { return e.Err.Error() }
+func (e *StartupError) Unwrap() error { return e.Err }
+
+func startupf(format string, args ...any) error {
+	return &StartupError{Err: fmt.Errorf(format, args...)}
+}
+
+// OpenStore opens the store that opts select.
+func OpenStore(ctx context.Context, opts Options) (store.Store, error) {
+	path := opts.Store
+	switch {
+	case path == "":
+		if opts.DataDir == "" {
+			return nil, startupf("no --data directory given")
+		}
+		if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
+			return nil, startupf("data directory: %w", err)
+		}
+		path = filepath.Join(opts.DataDir, "berth.db")
+	case strings.HasPrefix(path, "sqlite:"):
+		path = strings.TrimPrefix(strings.TrimPrefix(path, "sqlite:"), "//")
+	case strings.Contains(path, "://"):
+		scheme, _, _ := strings.Cut(path, "://")
+		return nil, startupf("--store: %s stores are not supported by this version of berth (use sqlite:PATH)", scheme)
+	}
+	if path == "" {
+		return nil, startupf("--store: sqlite: needs a file path, such as sqlite:/var/lib/berth/berth.db")
+	}
+	st, err := sqlite.Open(ctx, path, sqlite.Options{Sync: sqlite.Sync(opts.SQLiteSync)})
+	if err != nil {
+		return nil, &StartupError{Err: err}
+	}
+	return st, nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully: it stops accepting,
+// lets in-flight requests finish, and keeps every lease in the store.
+func Run(ctx context.Context, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Config == nil {
+		return startupf("no config")
+	}
+	if opts.Listen == "" {
+		opts.Listen = DefaultListen
+	}
+	st, err := OpenStore(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	eng := lease.New(lease.Options{Store: st, Clock: opts.Clock, Logger: log, Grace: opts.Grace, MaxPoll: opts.MaxPoll})
+	synced, err := eng.SyncPools(ctx, opts.Config.EnginePools(), "config")
+	if err != nil {
+		return &StartupError{Err: err}
+	}
+	log.Info("pools loaded", "pools", len(opts.Config.Pools), "added", len(synced.Added), "removed", len(synced.Removed), "retiring", len(synced.Retiring))
+	// Leases that ran out while berth was down are reaped before anyone
+	// is served, so nothing stays held by a job that has gone.
+	if n, err := eng.ReapOnce(ctx); err != nil {
+		return &StartupError{Err: err}
+	} else if n > 0 {
+		log.Info("reaped leases that expired while berth was down", "leases", n)
+	}
+
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return startupf("listen on %s: %w", opts.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           api.New(api.Options{Engine: eng, Logger: log, SchemaVersion: sqlite.SchemaVersion()}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+
+	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { eng.RunReaper(loops, opts.ReapInterval) })
+	defer func() {
+		stopLoops()
+		wg.Wait()
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+	if opts.OnListening != nil {
+		opts.OnListening(ln.Addr())
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	timeout := opts.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	log.Info("shutting down", "timeout", timeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	<-serveErr
+	return nil
+}

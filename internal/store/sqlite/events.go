@@ -1,0 +1,96 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+// eventWriter appends events inside a transaction with one prepared
+// statement, since most transactions write several.
+type eventWriter struct {
+	stmt *sql.Stmt
+	ctx  context.Context
+}
+
+func newEventWriter(ctx context.Context, tx *sql.Tx) (*eventWriter, error) {
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO events
+		(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("prepare event insert: %w", err)
+	}
+	return &eventWriter{stmt: stmt, ctx: ctx}, nil
+}
+
+func (w *eventWriter) write(e *berth.Event) error {
+	_, err := w.stmt.ExecContext(w.ctx, nanos(e.Time), e.Resource, e.Type, string(e.Kind), e.From, e.To,
+		e.Reason, e.Actor, e.LeaseID, e.Token, e.Message)
+	if err != nil {
+		return fmt.Errorf("write event: %w", err)
+	}
+	return nil
+}
+
+func (w *eventWriter) Close() error { return w.stmt.Close() }
+
+func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*berth.Event, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if p.Resource != "" {
+		where = append(where, "resource = ?")
+		args = append(args, p.Resource)
+	}
+	if p.Type != "" {
+		where = append(where, "type = ?")
+		args = append(args, p.Type)
+	}
+	if !p.Since.IsZero() {
+		where = append(where, "time >= ?")
+		args = append(args, nanos(p.Since))
+	}
+	if p.AfterID > 0 {
+		where = append(where, "id > ?")
+		args = append(args, p.AfterID)
+	}
+	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message FROM events`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	if p.Desc {
+		q += " ORDER BY id DESC"
+	} else {
+		q += " ORDER BY id"
+	}
+	if p.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, p.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list events: %w", err)
+	}
+	defer rows.Close()
+	out := []*berth.Event{}
+	for rows.Next() {
+		var (
+			e berth.Event
+			t int64
+		)
+		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message); err != nil {
+			return nil, fmt.Errorf("sqlite: list events: %w", err)
+		}
+		e.Time = fromNanos(t)
+		out = append(out, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list events: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,10 @@
+package sqlite
+
+import "context"
+
+// ExecForTest runs a statement on the writer, for tests that must put the
+// database in a state the API cannot reach.
+func (s *Store) ExecForTest(ctx context.Context, q string) error {
+	_, err := s.w.ExecContext(ctx, q)
+	return err
+}

@@ -1,0 +1,395 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+const resourceColumns = `name, type, state, state_reason, state_changed_at, owner, lease_id,
+	user_data, labels, health_status, health_reason, health_message,
+	health_probe_time, health_transition_time, retiring`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanResource(row scanner) (*berth.Resource, error) {
+	var (
+		r                  berth.Resource
+		changed            int64
+		leaseID            sql.NullString
+		userData, labels   string
+		probeT, transition sql.NullInt64
+		retiring           int
+	)
+	err := row.Scan(&r.Name, &r.Type, &r.State, &r.StateReason, &changed, &r.Owner, &leaseID,
+		&userData, &labels, &r.Health.Status, &r.Health.Reason, &r.Health.Message,
+		&probeT, &transition, &retiring)
+	if err != nil {
+		return nil, err
+	}
+	r.StateChangedAt = fromNanos(changed)
+	r.LeaseID = leaseID.String
+	r.Health.LastProbeTime = nullTime(probeT)
+	r.Health.LastTransitionTime = nullTime(transition)
+	r.Retiring = retiring != 0
+	if err := json.Unmarshal([]byte(userData), &r.UserData); err != nil {
+		return nil, fmt.Errorf("resource %s: user data: %w", r.Name, err)
+	}
+	if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
+		return nil, fmt.Errorf("resource %s: labels: %w", r.Name, err)
+	}
+	return &r, nil
+}
+
+func mustJSON(v map[string]string) string {
+	if v == nil {
+		return "{}"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		// A map of strings always marshals.
+		panic(err)
+	}
+	return string(b)
+}
+
+func (s *Store) ResourceGet(ctx context.Context, name string) (*berth.Resource, error) {
+	return resourceGet(ctx, s.r, name)
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func resourceGet(ctx context.Context, q querier, name string) (*berth.Resource, error) {
+	r, err := scanResource(q.QueryRowContext(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = ?", name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get resource %s: %w", name, err)
+	}
+	return r, nil
+}
+
+func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) ([]*berth.Resource, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if p.Type != "" {
+		where = append(where, "type = ?")
+		args = append(args, p.Type)
+	}
+	if p.State != "" {
+		where = append(where, "state = ?")
+		args = append(args, string(p.State))
+	}
+	q := "SELECT " + resourceColumns + " FROM resources"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY type, name"
+	if p.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, p.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list resources: %w", err)
+	}
+	defer rows.Close()
+	out := []*berth.Resource{}
+	for rows.Next() {
+		r, err := scanResource(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list resources: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list resources: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
+	pools := map[string]*berth.Pool{}
+	var order []string
+	rows, err := s.r.QueryContext(ctx, "SELECT type, lease_ttl, janitor FROM pools ORDER BY type")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list pools: %w", err)
+	}
+	for rows.Next() {
+		p := &berth.Pool{States: map[berth.State]int{}}
+		var ttl int64
+		if err := rows.Scan(&p.Type, &ttl, &p.Janitor); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlite: list pools: %w", err)
+		}
+		p.LeaseTTL = berth.Duration(ttl)
+		pools[p.Type] = p
+		order = append(order, p.Type)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list pools: %w", err)
+	}
+
+	rows, err = s.r.QueryContext(ctx, "SELECT type, state, count(*) FROM resources GROUP BY type, state")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: count resources: %w", err)
+	}
+	for rows.Next() {
+		var (
+			typ   string
+			state berth.State
+			n     int
+		)
+		if err := rows.Scan(&typ, &state, &n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlite: count resources: %w", err)
+		}
+		p, ok := pools[typ]
+		if !ok {
+			// Resources of a pool gone from the config, still leased.
+			p = &berth.Pool{Type: typ, Janitor: "none", States: map[berth.State]int{}}
+			pools[typ] = p
+			order = append(order, typ)
+		}
+		p.States[state] += n
+		p.Total += n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: count resources: %w", err)
+	}
+
+	rows, err = s.r.QueryContext(ctx, "SELECT type, count(*) FROM requests GROUP BY type")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: count requests: %w", err)
+	}
+	for rows.Next() {
+		var (
+			typ string
+			n   int
+		)
+		if err := rows.Scan(&typ, &n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlite: count requests: %w", err)
+		}
+		if p, ok := pools[typ]; ok {
+			p.Waiters = n
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: count requests: %w", err)
+	}
+	out := make([]*berth.Pool, 0, len(order))
+	for _, t := range order {
+		out = append(out, pools[t])
+	}
+	return out, nil
+}
+
+// PoolSync makes the stored pools match the config: new resources are added
+// free, resources gone from the config are deleted, or marked retiring while
+// leased so that no lease is lost. Config user data is merged over what is
+// stored (keys the config does not name are kept); labels are replaced.
+func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.PoolSyncResult, error) {
+	t := now(p.Now)
+	res := &store.PoolSyncResult{}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		*res = store.PoolSyncResult{}
+		type have struct {
+			typ, state, userData, labels string
+			leased, retiring             bool
+		}
+		existing := map[string]*have{}
+		rows, err := tx.QueryContext(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources")
+		if err != nil {
+			return fmt.Errorf("read resources: %w", err)
+		}
+		for rows.Next() {
+			var name string
+			h := &have{}
+			if err := rows.Scan(&name, &h.typ, &h.state, &h.userData, &h.labels, &h.leased, &h.retiring); err != nil {
+				rows.Close()
+				return fmt.Errorf("read resources: %w", err)
+			}
+			existing[name] = h
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read resources: %w", err)
+		}
+
+		if _, err := tx.ExecContext(ctx, "DELETE FROM pools"); err != nil {
+			return fmt.Errorf("clear pools: %w", err)
+		}
+		insertPool, err := tx.PrepareContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor) VALUES (?, ?, ?)")
+		if err != nil {
+			return err
+		}
+		defer insertPool.Close()
+		insertRes, err := tx.PrepareContext(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels)
+			VALUES (?, ?, 'free', ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer insertRes.Close()
+		ev, err := newEventWriter(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer ev.Close()
+
+		waiting, err := typesWithRequests(ctx, tx)
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, pool := range p.Pools {
+			janitor := pool.Janitor
+			if janitor == "" {
+				janitor = "none"
+			}
+			if _, err := insertPool.ExecContext(ctx, pool.Type, int64(pool.LeaseTTL), janitor); err != nil {
+				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
+			}
+			for _, spec := range pool.Resources {
+				seen[spec.Name] = true
+				h, ok := existing[spec.Name]
+				if !ok {
+					if _, err := insertRes.ExecContext(ctx, spec.Name, pool.Type, nanos(t), mustJSON(spec.UserData), mustJSON(spec.Labels)); err != nil {
+						return fmt.Errorf("insert resource %s: %w", spec.Name, err)
+					}
+					res.Added = append(res.Added, spec.Name)
+					if err := ev.write(&berth.Event{Time: t, Resource: spec.Name, Type: pool.Type, Kind: berth.EventConfig,
+						To: string(berth.StateFree), Reason: "added", Actor: p.Actor}); err != nil {
+						return err
+					}
+					if waiting[pool.Type] {
+						r, err := resourceGet(ctx, tx, spec.Name)
+						if err != nil {
+							return err
+						}
+						h, err := handoff(ctx, tx, ev, r, t, pool.LeaseTTL, p.Actor)
+						if err != nil {
+							return err
+						}
+						if h != nil {
+							res.Handoffs = append(res.Handoffs, *h)
+						}
+					}
+					continue
+				}
+				if err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.leased, h.retiring, t, p.Actor); err != nil {
+					return err
+				}
+			}
+		}
+		for name, h := range existing {
+			if seen[name] || h.retiring {
+				continue
+			}
+			if h.leased {
+				if _, err := tx.ExecContext(ctx, "UPDATE resources SET retiring = 1 WHERE name = ?", name); err != nil {
+					return fmt.Errorf("retire %s: %w", name, err)
+				}
+				res.Retiring = append(res.Retiring, name)
+				if err := ev.write(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
+					From: h.state, To: h.state, Reason: "retiring", Actor: p.Actor,
+					Message: "removed from the config while leased; leaves the pool when its lease ends"}); err != nil {
+					return err
+				}
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM resources WHERE name = ?", name); err != nil {
+				return fmt.Errorf("remove %s: %w", name, err)
+			}
+			res.Removed = append(res.Removed, name)
+			if err := ev.write(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
+				From: h.state, Reason: "removed", Actor: p.Actor, Message: "removed from the config"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: sync pools: %w", err)
+	}
+	return res, nil
+}
+
+func syncExisting(ctx context.Context, tx *sql.Tx, ev *eventWriter, spec store.ResourceSpec, typ, haveType, userData, labels string,
+	leased, retiring bool, t time.Time, actor string) error {
+	var ud map[string]string
+	if err := json.Unmarshal([]byte(userData), &ud); err != nil {
+		return fmt.Errorf("resource %s: user data: %w", spec.Name, err)
+	}
+	if ud == nil {
+		ud = map[string]string{}
+	}
+	merged := maps.Clone(ud)
+	maps.Copy(merged, spec.UserData)
+	newUD := mustJSON(merged)
+	newLabels := mustJSON(spec.Labels)
+	newType := typ
+	if leased && haveType != typ {
+		// Moving a leased resource to another pool would change the lease's
+		// policy under its holder; it moves once released (next restart).
+		newType = haveType
+	}
+	if newUD == mustJSON(ud) && newLabels == canonical(labels) && newType == haveType && !retiring {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE resources SET type = ?, user_data = ?, labels = ?, retiring = 0 WHERE name = ?",
+		newType, newUD, newLabels, spec.Name); err != nil {
+		return fmt.Errorf("update resource %s: %w", spec.Name, err)
+	}
+	msg := "user data or labels changed in the config"
+	if newType != haveType {
+		msg = fmt.Sprintf("moved from pool %s", haveType)
+	}
+	if retiring {
+		msg = "back in the config; no longer retiring"
+	}
+	return ev.write(&berth.Event{Time: t, Resource: spec.Name, Type: newType, Kind: berth.EventConfig, Reason: "updated", Actor: actor, Message: msg})
+}
+
+// canonical re-marshals a JSON object so that comparisons ignore formatting.
+func canonical(s string) string {
+	var m map[string]string
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return s
+	}
+	return mustJSON(m)
+}
+
+func typesWithRequests(ctx context.Context, tx *sql.Tx) (map[string]bool, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT DISTINCT type FROM requests")
+	if err != nil {
+		return nil, fmt.Errorf("read requests: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out[t] = true
+	}
+	return out, rows.Err()
+}

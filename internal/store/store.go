@@ -1,0 +1,180 @@
+// Package store is the seam between the lease engine and durable state. The
+// engine decides what should happen; a Store makes each decision happen
+// atomically and durably. Every implementation passes the conformance suite
+// in store/storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/berth-ci/berth"
+)
+
+// ErrNotFound is returned when a named row does not exist. Implementations
+// map their driver's "no rows" to it and never turn other failures into it.
+var ErrNotFound = errors.New("not found")
+
+// ErrLeaseEnded is returned by lease mutations on a lease that has already
+// been released or has expired.
+var ErrLeaseEnded = errors.New("lease ended")
+
+// ErrLeaseActive is returned when a lease is to be expired but a heartbeat
+// renewed it first.
+var ErrLeaseActive = errors.New("lease is still active")
+
+// Store is durable state. Every method that changes state does so in one
+// transaction and records the matching events in it.
+type Store interface {
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+	Close() error
+
+	// PoolSync reconciles the stored pools and resources with the config.
+	PoolSync(ctx context.Context, p *PoolSyncParams) (*PoolSyncResult, error)
+	PoolList(ctx context.Context) ([]*berth.Pool, error)
+
+	ResourceGet(ctx context.Context, name string) (*berth.Resource, error)
+	ResourceList(ctx context.Context, p *ResourceListParams) ([]*berth.Resource, error)
+
+	// LeaseAcquire leases a free resource, or queues (or re-queues) a
+	// request when there is none and the params ask to wait.
+	LeaseAcquire(ctx context.Context, p *LeaseAcquireParams) (*LeaseAcquireResult, error)
+	LeaseGet(ctx context.Context, id string) (*berth.Lease, error)
+	// LeaseHeartbeat pushes an active lease's expiry to Now + its TTL.
+	LeaseHeartbeat(ctx context.Context, p *LeaseHeartbeatParams) (*berth.Lease, error)
+	// LeaseRelease ends a lease and moves its resource on; a resource that
+	// becomes free goes straight to the first eligible waiting request.
+	LeaseRelease(ctx context.Context, p *LeaseReleaseParams) (*LeaseReleaseResult, error)
+	// LeaseListExpired lists active leases whose expiry is at or before Now.
+	LeaseListExpired(ctx context.Context, p *LeaseListExpiredParams) ([]*berth.Lease, error)
+
+	// RequestGet returns a waiting request with its position at Now.
+	RequestGet(ctx context.Context, p *RequestGetParams) (*berth.Request, error)
+	// RequestCancel removes a waiting request; ErrNotFound if none waits.
+	RequestCancel(ctx context.Context, id string) error
+	// RequestPrune deletes waiting requests that expired before Now.
+	RequestPrune(ctx context.Context, now time.Time) (int, error)
+
+	EventList(ctx context.Context, p *EventListParams) ([]*berth.Event, error)
+
+	// Check verifies the store's invariants (one active lease per resource
+	// at most, leased states backed by an active lease, and so on) and
+	// returns an error describing every violation it finds.
+	Check(ctx context.Context) error
+}
+
+type RequestGetParams struct {
+	ID  string
+	Now time.Time
+}
+
+// PoolPolicy is what the store needs to know of a pool to act on it.
+type PoolPolicy struct {
+	Type     string
+	LeaseTTL time.Duration
+	// Janitor is "none" or "external".
+	Janitor   string
+	Resources []ResourceSpec
+}
+
+// ResourceSpec is a resource as the config declares it.
+type ResourceSpec struct {
+	Name     string
+	UserData map[string]string
+	Labels   map[string]string
+}
+
+type PoolSyncParams struct {
+	Pools []PoolPolicy
+	Now   time.Time
+	Actor string
+}
+
+type PoolSyncResult struct {
+	Added    []string
+	Removed  []string
+	Retiring []string // removed from config but leased: they leave when released
+	// Handoffs are waiting requests that new resources went to.
+	Handoffs []Handoff
+}
+
+type ResourceListParams struct {
+	Type  string
+	State berth.State
+	Limit int // 0 means no limit
+}
+
+type LeaseAcquireParams struct {
+	Type     string
+	Owner    string
+	Priority int
+	Selector berth.Selector
+	// RequestID makes acquire idempotent and keeps a waiter's place across
+	// polls. Required when Wait is true.
+	RequestID string
+	// Wait queues the request when nothing is free instead of failing.
+	Wait bool
+	// WaitUntil is how long a queued request keeps its place without
+	// another poll.
+	WaitUntil time.Time
+	LeaseTTL  time.Duration
+	Now       time.Time
+	Actor     string
+}
+
+type LeaseAcquireResult struct {
+	// Either Lease and Resource are set, or Request is.
+	Lease    *berth.Lease
+	Resource *berth.Resource
+	Request  *berth.Request
+}
+
+type LeaseHeartbeatParams struct {
+	ID  string
+	Now time.Time
+}
+
+type LeaseReleaseParams struct {
+	ID string
+	// To is the state the resource goes to.
+	To berth.State
+	// Expired ends the lease as expired rather than released, and only if
+	// it is still past its expiry at Now (a heartbeat may have raced).
+	Expired bool
+	Reason  string
+	Actor   string
+	Now     time.Time
+	// HandoffTTL is the lease TTL given to a waiter the resource goes to.
+	HandoffTTL time.Duration
+}
+
+type LeaseReleaseResult struct {
+	Lease    *berth.Lease
+	Resource *berth.Resource
+	// Handoff is set when the resource went straight to a waiter.
+	Handoff *Handoff
+}
+
+// Handoff records that a waiting request was given a lease.
+type Handoff struct {
+	RequestID string
+	LeaseID   string
+	Type      string
+}
+
+type LeaseListExpiredParams struct {
+	Now   time.Time
+	Limit int
+}
+
+type EventListParams struct {
+	Resource string
+	Type     string
+	Since    time.Time // events at or after this time
+	AfterID  int64     // events with a larger id
+	Limit    int
+	// Desc returns the newest first (before Limit applies).
+	Desc bool
+}

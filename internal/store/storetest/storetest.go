@@ -1,0 +1,648 @@
+// Package storetest is the conformance suite every store.Store must pass.
+// Each case gets a fresh store, runs in parallel with the others, and ends
+// with the store's own consistency check.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+// Factory returns a fresh, empty store for one test. It registers its own
+// cleanup with t.
+type Factory func(t *testing.T) store.Store
+
+// t0 is the suite's fixed "now"; every call passes time explicitly.
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+const ttl = time.Minute
+
+// Run runs every case against stores made by newStore.
+func Run(t *testing.T, newStore Factory) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"SyncAddsResources", testSyncAdds},
+		{"SyncReconciles", testSyncReconciles},
+		{"SyncRetiresLeased", testSyncRetiresLeased},
+		{"AcquireLeastRecentlyUsed", testAcquireLRU},
+		{"AcquireTokensIncrease", testTokensIncrease},
+		{"AcquireExhausted", testAcquireExhausted},
+		{"AcquireSelector", testAcquireSelector},
+		{"AcquireIdempotent", testAcquireIdempotent},
+		{"QueuePositions", testQueuePositions},
+		{"QueueKeepsPlace", testQueueKeepsPlace},
+		{"QueueExpiredLosesPlace", testQueueExpiredLosesPlace},
+		{"HandoffOrder", testHandoffOrder},
+		{"HandoffSelector", testHandoffSelector},
+		{"HandoffBoundedByRequest", testHandoffBounded},
+		{"HandoffOnSync", testHandoffOnSync},
+		{"Heartbeat", testHeartbeat},
+		{"ReleaseTwice", testReleaseTwice},
+		{"ReleaseTargets", testReleaseTargets},
+		{"ExpireRacesHeartbeat", testExpireRacesHeartbeat},
+		{"ListExpired", testListExpired},
+		{"RequestCancelAndPrune", testRequestCancelPrune},
+		{"Events", testEvents},
+		{"PoolList", testPoolList},
+		{"NotFound", testNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			t.Cleanup(func() {
+				if err := s.Check(context.Background()); err != nil {
+					t.Errorf("store consistency check failed after the test:\n%v", err)
+				}
+			})
+			c.fn(t, s)
+		})
+	}
+}
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func names(n int, prefix string) []store.ResourceSpec {
+	out := make([]store.ResourceSpec, n)
+	for i := range out {
+		out[i] = store.ResourceSpec{Name: fmt.Sprintf("%s%d", prefix, i+1)}
+	}
+	return out
+}
+
+func sync(t *testing.T, s store.Store, now time.Time, pools ...store.PoolPolicy) *store.PoolSyncResult {
+	t.Helper()
+	res, err := s.PoolSync(context.Background(), &store.PoolSyncParams{Pools: pools, Now: now, Actor: "test"})
+	if err != nil {
+		t.Fatalf("PoolSync: %v", err)
+	}
+	return res
+}
+
+func pool(typ string, rs ...store.ResourceSpec) store.PoolPolicy {
+	return store.PoolPolicy{Type: typ, LeaseTTL: ttl, Janitor: "none", Resources: rs}
+}
+
+type acq struct {
+	typ, owner, requestID string
+	sel                   berth.Selector
+	prio                  int
+	wait                  bool
+	waitUntil, now        time.Time
+}
+
+func acquire(t *testing.T, s store.Store, a acq) *store.LeaseAcquireResult {
+	t.Helper()
+	if a.owner == "" {
+		a.owner = "job"
+	}
+	if a.now.IsZero() {
+		a.now = t0
+	}
+	if a.waitUntil.IsZero() {
+		a.waitUntil = a.now.Add(30 * time.Second)
+	}
+	res, err := s.LeaseAcquire(context.Background(), &store.LeaseAcquireParams{
+		Type: a.typ, Owner: a.owner, RequestID: a.requestID, Selector: a.sel, Priority: a.prio,
+		Wait: a.wait, WaitUntil: a.waitUntil, LeaseTTL: ttl, Now: a.now, Actor: a.owner,
+	})
+	if err != nil {
+		t.Fatalf("LeaseAcquire(%+v): %v", a, err)
+	}
+	return res
+}
+
+func mustLease(t *testing.T, res *store.LeaseAcquireResult) *berth.Lease {
+	t.Helper()
+	if res.Lease == nil {
+		t.Fatalf("got no lease (request %+v)", res.Request)
+	}
+	if res.Resource == nil || res.Resource.LeaseID != res.Lease.ID || res.Resource.State != berth.StateBusy {
+		t.Fatalf("resource %+v does not reflect lease %+v", res.Resource, res.Lease)
+	}
+	return res.Lease
+}
+
+func release(t *testing.T, s store.Store, id string, to berth.State, now time.Time) *store.LeaseReleaseResult {
+	t.Helper()
+	res, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: id, To: to, Now: now, HandoffTTL: ttl, Actor: "test"})
+	if err != nil {
+		t.Fatalf("LeaseRelease(%s): %v", id, err)
+	}
+	return res
+}
+
+func get(t *testing.T, s store.Store, name string) *berth.Resource {
+	t.Helper()
+	r, err := s.ResourceGet(context.Background(), name)
+	if err != nil {
+		t.Fatalf("ResourceGet(%s): %v", name, err)
+	}
+	return r
+}
+
+func testSyncAdds(t *testing.T, s store.Store) {
+	res := sync(t, s, t0, pool("vm", store.ResourceSpec{Name: "vm-1", UserData: map[string]string{"ip": "10.0.0.1"}, Labels: map[string]string{"zone": "a"}}),
+		pool("proj", names(3, "p")...))
+	if len(res.Added) != 4 {
+		t.Fatalf("added %v, want 4", res.Added)
+	}
+	r := get(t, s, "vm-1")
+	if r.Type != "vm" || r.State != berth.StateFree || r.UserData["ip"] != "10.0.0.1" || r.Labels["zone"] != "a" ||
+		r.Health.Status != berth.HealthUnknown || !r.StateChangedAt.Equal(t0) {
+		t.Fatalf("vm-1 = %+v", r)
+	}
+	rs, err := s.ResourceList(context.Background(), &store.ResourceListParams{Type: "proj"})
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("ResourceList(proj) = %d resources, %v", len(rs), err)
+	}
+	rs, err = s.ResourceList(context.Background(), &store.ResourceListParams{State: berth.StateBusy})
+	if err != nil || len(rs) != 0 {
+		t.Fatalf("ResourceList(busy) = %d resources, %v", len(rs), err)
+	}
+	// A second identical sync changes nothing.
+	res = sync(t, s, at(time.Second), pool("vm", store.ResourceSpec{Name: "vm-1", UserData: map[string]string{"ip": "10.0.0.1"}, Labels: map[string]string{"zone": "a"}}),
+		pool("proj", names(3, "p")...))
+	if len(res.Added)+len(res.Removed)+len(res.Retiring) != 0 {
+		t.Fatalf("idempotent sync changed %+v", res)
+	}
+}
+
+func testSyncReconciles(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", store.ResourceSpec{Name: "vm-1", UserData: map[string]string{"a": "1", "b": "2"}, Labels: map[string]string{"x": "1"}},
+		store.ResourceSpec{Name: "vm-2"}))
+	res := sync(t, s, at(time.Second), pool("vm", store.ResourceSpec{Name: "vm-1", UserData: map[string]string{"b": "3"}, Labels: map[string]string{"y": "2"}},
+		store.ResourceSpec{Name: "vm-3"}))
+	if !slices.Equal(res.Added, []string{"vm-3"}) || !slices.Equal(res.Removed, []string{"vm-2"}) {
+		t.Fatalf("sync = %+v", res)
+	}
+	r := get(t, s, "vm-1")
+	if r.UserData["a"] != "1" || r.UserData["b"] != "3" {
+		t.Errorf("user data = %v, want config keys merged over stored ones", r.UserData)
+	}
+	if len(r.Labels) != 1 || r.Labels["y"] != "2" {
+		t.Errorf("labels = %v, want replaced by the config's", r.Labels)
+	}
+	if _, err := s.ResourceGet(context.Background(), "vm-2"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("vm-2 after removal: %v, want ErrNotFound", err)
+	}
+}
+
+func testSyncRetiresLeased(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(2, "vm-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	res := sync(t, s, at(time.Second), pool("vm"))
+	if !slices.Equal(res.Retiring, []string{l.Resource}) || len(res.Removed) != 1 {
+		t.Fatalf("sync = %+v, want %s retiring and the other removed", res, l.Resource)
+	}
+	r := get(t, s, l.Resource)
+	if !r.Retiring || r.LeaseID != l.ID {
+		t.Fatalf("leased resource after removal = %+v, want retiring and still leased", r)
+	}
+	// The lease still works until it ends; then the resource leaves.
+	if _, err := s.LeaseHeartbeat(context.Background(), &store.LeaseHeartbeatParams{ID: l.ID, Now: at(2 * time.Second)}); err != nil {
+		t.Fatalf("heartbeat of a retiring resource's lease: %v", err)
+	}
+	rel := release(t, s, l.ID, berth.StateFree, at(3*time.Second))
+	if rel.Resource != nil {
+		t.Fatalf("release of a retiring resource returned %+v, want it removed", rel.Resource)
+	}
+	if _, err := s.ResourceGet(context.Background(), l.Resource); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("retired resource still there: %v", err)
+	}
+	// Putting a retiring resource back in the config keeps it.
+	sync(t, s, at(4*time.Second), pool("vm", names(1, "x-")...))
+	l2 := mustLease(t, acquire(t, s, acq{typ: "vm", now: at(5 * time.Second)}))
+	sync(t, s, at(6*time.Second), pool("vm"))
+	sync(t, s, at(7*time.Second), pool("vm", names(1, "x-")...))
+	if r := get(t, s, l2.Resource); r.Retiring {
+		t.Fatalf("resource back in the config is still retiring")
+	}
+	if rel := release(t, s, l2.ID, berth.StateFree, at(8*time.Second)); rel.Resource == nil || rel.Resource.State != berth.StateFree {
+		t.Fatalf("release after un-retiring = %+v", rel.Resource)
+	}
+}
+
+func testAcquireLRU(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(3, "vm-")...))
+	// Free all three at different times; acquire must return the one free
+	// the longest.
+	var ls []*berth.Lease
+	for i := 0; i < 3; i++ {
+		ls = append(ls, mustLease(t, acquire(t, s, acq{typ: "vm", now: at(time.Duration(i) * time.Second)})))
+	}
+	release(t, s, ls[2].ID, berth.StateFree, at(10*time.Second))
+	release(t, s, ls[0].ID, berth.StateFree, at(11*time.Second))
+	release(t, s, ls[1].ID, berth.StateFree, at(12*time.Second))
+	want := []string{ls[2].Resource, ls[0].Resource, ls[1].Resource}
+	for i, w := range want {
+		if got := mustLease(t, acquire(t, s, acq{typ: "vm", now: at(20 * time.Second)})); got.Resource != w {
+			t.Fatalf("acquire %d got %s, want least recently freed %s", i, got.Resource, w)
+		}
+	}
+}
+
+func testTokensIncrease(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(2, "vm-")...))
+	var last int64
+	for i := 0; i < 20; i++ {
+		l := mustLease(t, acquire(t, s, acq{typ: "vm", now: at(time.Duration(i) * time.Second)}))
+		if l.Token <= last {
+			t.Fatalf("token %d after %d: fencing tokens must strictly increase", l.Token, last)
+		}
+		last = l.Token
+		if len(l.ID) < 20 {
+			t.Fatalf("lease id %q is too short to be unguessable", l.ID)
+		}
+		release(t, s, l.ID, berth.StateFree, at(time.Duration(i)*time.Second+time.Millisecond))
+	}
+}
+
+func testAcquireExhausted(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	res := acquire(t, s, acq{typ: "vm"})
+	if res.Lease != nil || res.Request != nil {
+		t.Fatalf("acquire on an exhausted pool without wait = %+v, want nothing", res)
+	}
+	if res := acquire(t, s, acq{typ: "other"}); res.Lease != nil {
+		t.Fatalf("acquire of an unknown type leased %+v", res.Lease)
+	}
+}
+
+func testAcquireSelector(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("phone",
+		store.ResourceSpec{Name: "a", Labels: map[string]string{"os": "14"}},
+		store.ResourceSpec{Name: "b", Labels: map[string]string{"os": "15", "example.com/lab": "x"}},
+		store.ResourceSpec{Name: "c"}))
+	l := mustLease(t, acquire(t, s, acq{typ: "phone", sel: berth.Selector{"os": "15"}}))
+	if l.Resource != "b" {
+		t.Fatalf("selector os=15 got %s", l.Resource)
+	}
+	if res := acquire(t, s, acq{typ: "phone", sel: berth.Selector{"os": "15"}}); res.Lease != nil {
+		t.Fatalf("selector os=15 got a second lease on %s", res.Lease.Resource)
+	}
+	if res := acquire(t, s, acq{typ: "phone", sel: berth.Selector{"os": "14", "missing": "1"}}); res.Lease != nil {
+		t.Fatalf("selector with a missing label matched %s", res.Lease.Resource)
+	}
+	release(t, s, l.ID, berth.StateFree, at(time.Second))
+	if l := mustLease(t, acquire(t, s, acq{typ: "phone", sel: berth.Selector{"example.com/lab": "x"}, now: at(2 * time.Second)})); l.Resource != "b" {
+		t.Fatalf("prefixed label key selected %s", l.Resource)
+	}
+}
+
+func testAcquireIdempotent(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(2, "vm-")...))
+	l1 := mustLease(t, acquire(t, s, acq{typ: "vm", requestID: "req-1"}))
+	l2 := mustLease(t, acquire(t, s, acq{typ: "vm", requestID: "req-1", now: at(10 * time.Second)}))
+	if l1.ID != l2.ID || l1.Token != l2.Token {
+		t.Fatalf("retried acquire got lease %s, want the same %s", l2.ID, l1.ID)
+	}
+	if !l2.ExpiresAt.Equal(at(10*time.Second + ttl)) {
+		t.Fatalf("retried acquire expiry %s, want renewed to %s", l2.ExpiresAt, at(10*time.Second+ttl))
+	}
+	if r := get(t, s, "vm-2"); r.State != berth.StateFree {
+		t.Fatalf("retried acquire took a second resource")
+	}
+	// The same request id for another type is a caller mistake.
+	_, err := s.LeaseAcquire(context.Background(), &store.LeaseAcquireParams{Type: "other", Owner: "job", RequestID: "req-1", LeaseTTL: ttl, Now: t0})
+	if berth.ErrorCodeOf(err) != berth.EInvalid {
+		t.Fatalf("request id reused for another type: %v, want an EInvalid error", err)
+	}
+}
+
+func testQueuePositions(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	want := map[string]int{}
+	for i, r := range []struct {
+		id   string
+		prio int
+	}{{"a", 0}, {"b", 0}, {"c", 5}, {"d", 0}, {"e", 5}} {
+		res := acquire(t, s, acq{typ: "vm", requestID: r.id, prio: r.prio, wait: true, now: at(time.Duration(i) * time.Second)})
+		if res.Request == nil || res.Lease != nil {
+			t.Fatalf("waiting acquire %s = %+v", r.id, res)
+		}
+	}
+	// Priority first, then arrival: c e a b d.
+	for i, id := range []string{"c", "e", "a", "b", "d"} {
+		want[id] = i + 1
+	}
+	for id, pos := range want {
+		r, err := s.RequestGet(context.Background(), &store.RequestGetParams{ID: id, Now: at(10 * time.Second)})
+		if err != nil {
+			t.Fatalf("RequestGet(%s): %v", id, err)
+		}
+		if r.Position != pos {
+			t.Errorf("request %s position %d, want %d", id, r.Position, pos)
+		}
+	}
+}
+
+func testQueueKeepsPlace(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "first", wait: true, waitUntil: at(30 * time.Second)})
+	acquire(t, s, acq{typ: "vm", requestID: "second", wait: true, waitUntil: at(60 * time.Second), now: at(time.Second)})
+	// "first" comes back within its grace: still first, expiry extended.
+	res := acquire(t, s, acq{typ: "vm", requestID: "first", wait: true, now: at(20 * time.Second), waitUntil: at(90 * time.Second)})
+	if res.Request == nil || res.Request.Position != 1 || !res.Request.ExpiresAt.Equal(at(90*time.Second)) {
+		t.Fatalf("re-poll = %+v, want position 1 until %s", res.Request, at(90*time.Second))
+	}
+}
+
+func testQueueExpiredLosesPlace(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "first", wait: true, waitUntil: at(30 * time.Second)})
+	acquire(t, s, acq{typ: "vm", requestID: "second", wait: true, waitUntil: at(120 * time.Second), now: at(time.Second)})
+	// "first" comes back after its place expired: it queues behind.
+	res := acquire(t, s, acq{typ: "vm", requestID: "first", wait: true, now: at(40 * time.Second), waitUntil: at(100 * time.Second)})
+	if res.Request == nil || res.Request.Position != 2 {
+		t.Fatalf("late re-poll = %+v, want position 2", res.Request)
+	}
+}
+
+func testHandoffOrder(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	for i, r := range []struct {
+		id   string
+		prio int
+	}{{"low-1", 0}, {"low-2", 0}, {"high", 1}} {
+		acquire(t, s, acq{typ: "vm", owner: "owner-" + r.id, requestID: r.id, prio: r.prio, wait: true, now: at(time.Duration(i) * time.Second), waitUntil: at(time.Hour)})
+	}
+	for i, want := range []string{"high", "low-1", "low-2"} {
+		now := at(time.Duration(10+i) * time.Second)
+		rel := release(t, s, l.ID, berth.StateFree, now)
+		if rel.Handoff == nil || rel.Handoff.RequestID != want {
+			t.Fatalf("release %d handed off to %+v, want %s", i, rel.Handoff, want)
+		}
+		if rel.Resource.State != berth.StateBusy || rel.Resource.Owner != "owner-"+want || rel.Resource.LeaseID != rel.Handoff.LeaseID {
+			t.Fatalf("resource after handoff = %+v", rel.Resource)
+		}
+		// The waiter claims its lease by acquiring with its request id.
+		got := mustLease(t, acquire(t, s, acq{typ: "vm", requestID: want, wait: true, now: now}))
+		if got.ID != rel.Handoff.LeaseID || got.Token <= l.Token {
+			t.Fatalf("claim got %+v, want lease %s with a larger token than %d", got, rel.Handoff.LeaseID, l.Token)
+		}
+		l = got
+	}
+	if rel := release(t, s, l.ID, berth.StateFree, at(time.Minute)); rel.Handoff != nil || rel.Resource.State != berth.StateFree {
+		t.Fatalf("release with no waiter = %+v", rel)
+	}
+}
+
+func testHandoffSelector(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("phone", store.ResourceSpec{Name: "old", Labels: map[string]string{"os": "14"}},
+		store.ResourceSpec{Name: "new", Labels: map[string]string{"os": "15"}}))
+	lOld := mustLease(t, acquire(t, s, acq{typ: "phone", sel: berth.Selector{"os": "14"}}))
+	lNew := mustLease(t, acquire(t, s, acq{typ: "phone", sel: berth.Selector{"os": "15"}}))
+	acquire(t, s, acq{typ: "phone", requestID: "wants-15", sel: berth.Selector{"os": "15"}, wait: true, waitUntil: at(time.Hour)})
+	acquire(t, s, acq{typ: "phone", requestID: "any", wait: true, now: at(time.Second), waitUntil: at(time.Hour)})
+	// "old" does not suit the first waiter; it goes to the second.
+	if rel := release(t, s, lOld.ID, berth.StateFree, at(2*time.Second)); rel.Handoff == nil || rel.Handoff.RequestID != "any" {
+		t.Fatalf("release of os=14 handed off to %+v, want \"any\"", rel.Handoff)
+	}
+	if rel := release(t, s, lNew.ID, berth.StateFree, at(3*time.Second)); rel.Handoff == nil || rel.Handoff.RequestID != "wants-15" {
+		t.Fatalf("release of os=15 handed off to %+v, want \"wants-15\"", rel.Handoff)
+	}
+}
+
+func testHandoffBounded(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "w", wait: true, waitUntil: at(5 * time.Second)})
+	rel := release(t, s, l.ID, berth.StateFree, at(time.Second))
+	hl, err := s.LeaseGet(context.Background(), rel.Handoff.LeaseID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unclaimed, the handed-off lease lasts only as long as the request's
+	// hold on its place, not a whole TTL.
+	if !hl.ExpiresAt.Equal(at(5 * time.Second)) {
+		t.Fatalf("handed-off lease expires %s, want the request's %s", hl.ExpiresAt, at(5*time.Second))
+	}
+	exp, err := s.LeaseListExpired(context.Background(), &store.LeaseListExpiredParams{Now: at(6 * time.Second)})
+	if err != nil || len(exp) != 1 || exp[0].ID != hl.ID {
+		t.Fatalf("expired leases = %v, %v; want the unclaimed one", exp, err)
+	}
+	// A request past its hold cannot claim.
+	res := acquire(t, s, acq{typ: "vm", requestID: "w", wait: true, now: at(6 * time.Second), waitUntil: at(time.Minute)})
+	if res.Lease != nil {
+		t.Fatalf("an expired handoff was claimed: %+v", res.Lease)
+	}
+}
+
+func testHandoffOnSync(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "w", wait: true, waitUntil: at(time.Hour)})
+	res := sync(t, s, at(time.Second), pool("vm", names(2, "vm-")...))
+	if len(res.Handoffs) != 1 || res.Handoffs[0].RequestID != "w" {
+		t.Fatalf("a resource added while a request waits went to %+v, want the waiter", res.Handoffs)
+	}
+}
+
+func testHeartbeat(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	hb, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(30 * time.Second)})
+	if err != nil || !hb.ExpiresAt.Equal(at(30*time.Second+ttl)) || hb.Token != l.Token {
+		t.Fatalf("heartbeat = %+v, %v", hb, err)
+	}
+	// At its expiry the lease is lost, even before a reaper runs.
+	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: hb.ExpiresAt}); !errors.Is(err, store.ErrLeaseEnded) {
+		t.Fatalf("heartbeat at expiry: %v, want ErrLeaseEnded", err)
+	}
+	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: "nope", Now: t0}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("heartbeat of an unknown lease: %v, want ErrNotFound", err)
+	}
+}
+
+func testReleaseTwice(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	release(t, s, l.ID, berth.StateFree, at(time.Second))
+	res, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: l.ID, To: berth.StateFree, Now: at(2 * time.Second)})
+	if !errors.Is(err, store.ErrLeaseEnded) || res == nil || res.Lease == nil || res.Lease.Status != berth.LeaseReleased {
+		t.Fatalf("second release = %+v, %v; want ErrLeaseEnded with the released lease", res, err)
+	}
+	if _, err := s.LeaseHeartbeat(context.Background(), &store.LeaseHeartbeatParams{ID: l.ID, Now: at(3 * time.Second)}); !errors.Is(err, store.ErrLeaseEnded) {
+		t.Fatalf("heartbeat after release: %v, want ErrLeaseEnded", err)
+	}
+}
+
+func testReleaseTargets(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(3, "vm-")...))
+	for _, c := range []struct {
+		to     berth.State
+		reason string
+	}{{berth.StateDirty, ""}, {berth.StateQuarantined, "disk full"}, {berth.StateFree, ""}} {
+		l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+		res, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: l.ID, To: c.to, Reason: c.reason, Now: at(time.Second), HandoffTTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := get(t, s, l.Resource)
+		if r.State != c.to || r.Owner != "" || r.LeaseID != "" || r.StateReason != c.reason || res.Lease.Status != berth.LeaseReleased {
+			t.Fatalf("after release to %s: resource %+v, lease %+v", c.to, r, res.Lease)
+		}
+	}
+}
+
+func testExpireRacesHeartbeat(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(50 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	// A reaper that listed the lease before the heartbeat must not end it.
+	_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: l.ID, To: berth.StateFree, Expired: true, Now: at(61 * time.Second)})
+	if !errors.Is(err, store.ErrLeaseActive) {
+		t.Fatalf("expiring a renewed lease: %v, want ErrLeaseActive", err)
+	}
+	res, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: l.ID, To: berth.StateDirty, Expired: true, Now: at(111 * time.Second), Reason: "no heartbeat"})
+	if err != nil || res.Lease.Status != berth.LeaseExpired || res.Resource.State != berth.StateDirty {
+		t.Fatalf("expiring = %+v, %v", res, err)
+	}
+}
+
+func testListExpired(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(3, "vm-")...))
+	l1 := mustLease(t, acquire(t, s, acq{typ: "vm", now: t0}))
+	l2 := mustLease(t, acquire(t, s, acq{typ: "vm", now: at(10 * time.Second)}))
+	mustLease(t, acquire(t, s, acq{typ: "vm", now: at(20 * time.Second)}))
+	exp, err := s.LeaseListExpired(context.Background(), &store.LeaseListExpiredParams{Now: at(ttl + 10*time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exp) != 2 || exp[0].ID != l1.ID || exp[1].ID != l2.ID {
+		t.Fatalf("expired = %v, want %s and %s (expiry is inclusive)", exp, l1.ID, l2.ID)
+	}
+}
+
+func testRequestCancelPrune(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "a", wait: true, waitUntil: at(10 * time.Second)})
+	acquire(t, s, acq{typ: "vm", requestID: "b", wait: true, waitUntil: at(20 * time.Second)})
+	acquire(t, s, acq{typ: "vm", requestID: "c", wait: true, waitUntil: at(30 * time.Second)})
+	if err := s.RequestCancel(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RequestCancel(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second cancel: %v, want ErrNotFound", err)
+	}
+	n, err := s.RequestPrune(ctx, at(15*time.Second))
+	if err != nil || n != 1 {
+		t.Fatalf("prune = %d, %v; want 1", n, err)
+	}
+	r, err := s.RequestGet(ctx, &store.RequestGetParams{ID: "c", Now: at(15 * time.Second)})
+	if err != nil || r.Position != 1 {
+		t.Fatalf("c after prune = %+v, %v", r, err)
+	}
+}
+
+func testEvents(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, pool("vm", names(1, "vm-")...), pool("proj", names(1, "p")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "alice", now: at(time.Second)}))
+	if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: l.ID, To: berth.StateQuarantined, Reason: "smoke", Now: at(2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.EventList(ctx, &store.EventListParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for i, e := range all {
+		if i > 0 && e.ID <= all[i-1].ID {
+			t.Fatalf("event ids not increasing: %d after %d", e.ID, all[i-1].ID)
+		}
+		kinds = append(kinds, fmt.Sprintf("%s:%s:%s>%s", e.Resource, e.Kind, e.From, e.To))
+	}
+	want := []string{"vm-1:config:>free", "p1:config:>free", "vm-1:lease:free>busy", "vm-1:lease:busy>quarantined"}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("events = %v, want %v", kinds, want)
+	}
+	acqEv := all[2]
+	if acqEv.LeaseID != l.ID || acqEv.Token != l.Token || acqEv.Actor != "alice" || !acqEv.Time.Equal(at(time.Second)) {
+		t.Fatalf("acquire event = %+v", acqEv)
+	}
+	check := func(p store.EventListParams, want int) {
+		t.Helper()
+		evs, err := s.EventList(ctx, &p)
+		if err != nil || len(evs) != want {
+			t.Fatalf("EventList(%+v) = %d events, %v; want %d", p, len(evs), err, want)
+		}
+	}
+	check(store.EventListParams{Resource: "vm-1"}, 3)
+	check(store.EventListParams{Type: "proj"}, 1)
+	check(store.EventListParams{Since: at(time.Second)}, 2)
+	check(store.EventListParams{AfterID: acqEv.ID}, 1)
+	check(store.EventListParams{Limit: 2}, 2)
+	evs, err := s.EventList(ctx, &store.EventListParams{Desc: true, Limit: 1})
+	if err != nil || len(evs) != 1 || evs[0].ID != all[len(all)-1].ID {
+		t.Fatalf("newest event = %v, %v", evs, err)
+	}
+}
+
+func testPoolList(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(3, "vm-")...), store.PoolPolicy{Type: "proj", LeaseTTL: time.Hour, Janitor: "external"})
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	release(t, s, l.ID, berth.StateDirty, at(time.Second))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "w", wait: true, now: at(2 * time.Second)})
+	ps, err := s.PoolList(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 {
+		t.Fatalf("pools = %+v", ps)
+	}
+	var vm, proj *berth.Pool
+	for _, p := range ps {
+		switch p.Type {
+		case "vm":
+			vm = p
+		case "proj":
+			proj = p
+		}
+	}
+	if vm == nil || vm.Total != 3 || vm.States[berth.StateBusy] != 2 || vm.States[berth.StateDirty] != 1 || vm.Waiters != 1 || vm.LeaseTTL.Std() != ttl {
+		t.Fatalf("vm pool = %+v", vm)
+	}
+	if proj == nil || proj.Total != 0 || proj.Janitor != "external" || proj.LeaseTTL.Std() != time.Hour {
+		t.Fatalf("proj pool = %+v", proj)
+	}
+}
+
+func testNotFound(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.ResourceGet(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ResourceGet: %v", err)
+	}
+	if _, err := s.LeaseGet(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LeaseGet: %v", err)
+	}
+	if _, err := s.RequestGet(ctx, &store.RequestGetParams{ID: "nope"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RequestGet: %v", err)
+	}
+	if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: "nope", To: berth.StateFree}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LeaseRelease: %v", err)
+	}
+}
