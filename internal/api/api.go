@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/internal/buildinfo"
@@ -141,12 +142,14 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) error {
 
 // AcquireRequest is the body of POST /v1/leases.
 type AcquireRequest struct {
-	Type      string            `json:"type"`
-	Owner     string            `json:"owner"`
-	Priority  int               `json:"priority,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Wait      berth.Duration    `json:"wait,omitempty"`
-	RequestID string            `json:"requestId,omitempty"`
+	Type     string            `json:"type"`
+	Owner    string            `json:"owner"`
+	Priority int               `json:"priority,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// Wait is a Go duration string ("30s"); parsed here so that an error
+	// can name the field.
+	Wait      string `json:"wait,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
 }
 
 // LeaseResponse answers a successful acquire or heartbeat.
@@ -167,9 +170,17 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
+	var wait time.Duration
+	if req.Wait != "" {
+		d, err := time.ParseDuration(req.Wait)
+		if err != nil {
+			return berth.FieldErrorf("wait", "must be a duration such as \"30s\" or \"10m\", not %q", req.Wait)
+		}
+		wait = d
+	}
 	res, err := s.engine.Acquire(r.Context(), lease.AcquireParams{
 		Type: req.Type, Owner: req.Owner, Priority: req.Priority, Selector: req.Labels,
-		Wait: req.Wait.Std(), RequestID: req.RequestID,
+		Wait: wait, RequestID: req.RequestID,
 	})
 	if err != nil {
 		return err

@@ -64,31 +64,38 @@ type Janitor struct {
 // their text, since `port: 443` is what people write.
 type StringMap map[string]string
 
-// UnmarshalYAML implements the obsolete yaml.v3 interface on purpose: it
-// keeps the decoder's strict settings, where the yaml.Node form would not.
-func (m *StringMap) UnmarshalYAML(unmarshal func(any) error) error {
-	var raw map[string]any
-	if err := unmarshal(&raw); err != nil {
-		return err
+// UnmarshalYAML takes any scalar as its text. Problems are returned as a
+// *yaml.TypeError with the line, so the decoder carries on and reports
+// them together with everything else.
+func (m *StringMap) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: must be a mapping of strings", n.Line)}}
 	}
-	out := make(StringMap, len(raw))
-	for k, v := range raw {
-		switch v := v.(type) {
-		case string:
-			out[k] = v
-		case int, int64, uint64, float64, bool:
-			out[k] = fmt.Sprint(v)
-		case nil:
-			out[k] = ""
+	out := make(StringMap, len(n.Content)/2)
+	var errs []string
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			errs = append(errs, fmt.Sprintf("line %d: keys must be strings", k.Line))
+		case v.Kind != yaml.ScalarNode:
+			errs = append(errs, fmt.Sprintf("line %d: value of %q must be a string, not a list or mapping", v.Line, k.Value))
+		case v.Tag == "!!null":
+			out[k.Value] = ""
 		default:
-			return fmt.Errorf("value of %q must be a string, not a %T", k, v)
+			out[k.Value] = v.Value
 		}
+	}
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
 	}
 	*m = out
 	return nil
 }
 
-// UnmarshalYAML accepts a bare name as shorthand for {name: NAME}.
+// UnmarshalYAML accepts a bare name as shorthand for {name: NAME}. It
+// implements the obsolete yaml.v3 interface on purpose: that form keeps the
+// decoder's strict KnownFields setting, where the yaml.Node form would not.
 func (r *Resource) UnmarshalYAML(unmarshal func(any) error) error {
 	var name string
 	if err := unmarshal(&name); err == nil {

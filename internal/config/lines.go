@@ -114,12 +114,20 @@ func (idx *nodeIndex) typeProblem(msg string) Problem {
 	return Problem{Message: msg}
 }
 
+// deepestAt returns the most specific field on a line: the deepest key if
+// the line has one (so "k: [1]" names k, not k[0]), else the deepest item.
 func (idx *nodeIndex) deepestAt(line int) string {
-	best := ""
+	best, bestKey := "", ""
 	for _, e := range idx.byLine[line] {
 		if len(e.path) > len(best) {
 			best = e.path
 		}
+		if e.isKey && len(e.path) > len(bestKey) {
+			bestKey = e.path
+		}
+	}
+	if bestKey != "" {
+		return bestKey
 	}
 	return best
 }

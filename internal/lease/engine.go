@@ -253,9 +253,9 @@ func (e *Engine) validateAcquire(p *AcquireParams) (Pool, error) {
 	return pool, nil
 }
 
-// Acquire leases a free resource of the type. With Wait or a RequestID it
-// queues when none is free; with Wait it then blocks until a resource is
-// handed to it, the wait (capped at MaxPoll) ends, or ctx is done. A call
+// Acquire leases a free resource of the type. With Wait it queues when none
+// is free and blocks until a resource is handed to it, the wait (capped at
+// MaxPoll) ends, or ctx is done. A call
 // that ends without a resource returns the request and its position; the
 // caller keeps that place for the engine's grace period and reclaims it by
 // calling again with the same RequestID.
@@ -264,7 +264,9 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	if err != nil {
 		return nil, err
 	}
-	queue := p.Wait > 0 || p.RequestID != ""
+	// Only a caller prepared to wait joins the queue. A request id without
+	// a wait just makes the call idempotent: a retry gets the same lease.
+	queue := p.Wait > 0
 	if queue && p.RequestID == "" {
 		p.RequestID = rand.Text()
 	}

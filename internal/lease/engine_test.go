@@ -382,15 +382,33 @@ func TestCancelRequest(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.acquire(t, lease.AcquireParams{})
-	res := f.acquire(t, lease.AcquireParams{RequestID: "r1"})
-	if res.Request == nil || res.Request.Position != 1 {
-		t.Fatalf("queued = %+v", res)
+	gone, cancel := context.WithCancel(ctx)
+	ch := f.goAcquire(gone, "w", lease.AcquireParams{Wait: time.Minute, RequestID: "r1"})
+	f.waitQueued(t, 1)
+	cancel()
+	recv(t, ch)
+	if r, err := f.eng.Request(ctx, "r1"); err != nil || r.Position != 1 {
+		t.Fatalf("request after its poll ended = %+v, %v; want still in line", r, err)
 	}
 	if err := f.eng.CancelRequest(ctx, "r1"); err != nil {
 		t.Fatal(err)
 	}
 	wantCode(t, f.eng.CancelRequest(ctx, "r1"), berth.ENotFound, "")
 	_, err := f.eng.Request(ctx, "r1")
+	wantCode(t, err, berth.ENotFound, "")
+}
+
+func TestRequestIDWithoutWaitIsIdempotentNotQueued(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	l1 := f.acquire(t, lease.AcquireParams{RequestID: "retry-me"}).Lease
+	l2 := f.acquire(t, lease.AcquireParams{RequestID: "retry-me"}).Lease
+	if l1.ID != l2.ID {
+		t.Fatalf("retried acquire got %s, want %s", l2.ID, l1.ID)
+	}
+	_, err := f.eng.Acquire(ctx, lease.AcquireParams{Type: "vm", Owner: "x", RequestID: "other"})
+	wantCode(t, err, berth.EExhausted, "")
+	_, err = f.eng.Request(ctx, "other")
 	wantCode(t, err, berth.ENotFound, "")
 }
 

@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-ci/berth/internal/bench"
+)
+
+func (e *env) benchCommand() *cobra.Command {
+	var (
+		typ             string
+		concurrency     int
+		duration        time.Duration
+		waiters, rounds int
+	)
+	cmd := &cobra.Command{
+		Use:   "bench --type T [--concurrency N] [--duration D] [--waiters W]",
+		Short: "Measure a running broker",
+		Long: `Measure a running broker through its HTTP API.
+
+Acquire+release cycles: --concurrency workers each acquire a resource of
+--type and release it (as free) as fast as they can for --duration; printed
+are cycles per second and the latency of cycles, acquires and releases.
+
+Handoff (with --waiters W > 0): every free resource of --type is taken,
+W waiters queue behind them, and --rounds times one lease is released while
+the time until a waiter holds the resource is measured.
+
+Run it against a pool nobody else uses: it takes resources of the type.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if typ == "" {
+				return usageErrorf("--type is required")
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			owner := "bench-" + e.defaultOwner()
+			if concurrency > 0 && duration > 0 {
+				r, err := bench.Cycles(ctx, bench.Options{Client: c, Type: typ, Concurrency: concurrency, Duration: duration, Owner: owner})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "acquire+release  type=%s  concurrency=%d  duration=%s\n", typ, concurrency, duration)
+				fmt.Fprintf(e.stdout, "  cycles     %d (%.0f/s), errors %d\n", r.Cycles, r.PerSecond, r.Errors)
+				fmt.Fprintf(e.stdout, "  cycle      %s\n", r.Cycle)
+				fmt.Fprintf(e.stdout, "  acquire    %s\n", r.Acquire)
+				fmt.Fprintf(e.stdout, "  release    %s\n", r.Release)
+				if r.FirstErr != nil {
+					fmt.Fprintf(e.stdout, "  first error: %s\n", oneLine(r.FirstErr.Error()))
+				}
+			}
+			if waiters > 0 {
+				r, err := bench.Handoff(ctx, bench.HandoffOptions{Client: c, Type: typ, Waiters: waiters, Rounds: rounds, Owner: owner})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "handoff  type=%s  waiters=%d  rounds=%d\n", typ, waiters, r.Handoff.N)
+				fmt.Fprintf(e.stdout, "  release → waiter holds it: %s\n", r.Handoff)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&typ, "type", "", "pool to measure (required)")
+	f.IntVar(&concurrency, "concurrency", 16, "acquire+release workers (0: skip)")
+	f.DurationVar(&duration, "duration", 10*time.Second, "how long to run acquire+release cycles")
+	f.IntVar(&waiters, "waiters", 0, "measure handoff latency with this many waiters (0: skip)")
+	f.IntVar(&rounds, "rounds", 500, "handoffs to measure")
+	return cmd
+}

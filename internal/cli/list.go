@@ -1,0 +1,226 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/client"
+	"github.com/berth-ci/berth/internal/buildinfo"
+)
+
+func (e *env) poolsCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "pools",
+		Short: "List pools with their resources counted by state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Pools(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(ps)
+			}
+			t := newTable(e.stdout)
+			t.row("TYPE", "TOTAL", "FREE", "BUSY", "DIRTY", "CLEANING", "QUARANTINED", "WAITING", "LEASE TTL", "JANITOR")
+			for _, p := range ps {
+				t.row(p.Type, strconv.Itoa(p.Total),
+					strconv.Itoa(p.States[berth.StateFree]), strconv.Itoa(p.States[berth.StateBusy]),
+					strconv.Itoa(p.States[berth.StateDirty]), strconv.Itoa(p.States[berth.StateCleaning]),
+					strconv.Itoa(p.States[berth.StateQuarantined]), strconv.Itoa(p.Waiters), p.LeaseTTL.String(), p.Janitor)
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of pools")
+	return cmd
+}
+
+func (e *env) resourcesCommand() *cobra.Command {
+	var (
+		typ, state string
+		asJSON     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "resources [--type T] [--state S]",
+		Short: "List resources",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			rs, err := c.Resources(cmd.Context(), client.ResourceFilter{Type: typ, State: berth.State(state)})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(rs)
+			}
+			now := time.Now()
+			t := newTable(e.stdout)
+			t.row("NAME", "TYPE", "STATE", "OWNER", "HEALTH", "SINCE", "REASON")
+			for _, r := range rs {
+				health := string(r.Health.Status)
+				if r.Health.Reason != "" {
+					health += " (" + r.Health.Reason + ")"
+				}
+				reason := r.StateReason
+				if r.Retiring {
+					reason = strings.TrimSpace("retiring " + reason)
+				}
+				t.row(r.Name, r.Type, string(r.State), dash(r.Owner), health, ago(now, r.StateChangedAt), dash(reason))
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().StringVar(&typ, "type", "", "only resources of this type")
+	cmd.Flags().StringVar(&state, "state", "", "only resources in this state (free, busy, dirty, cleaning, quarantined, …)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of resources")
+	return cmd
+}
+
+func (e *env) eventsCommand() *cobra.Command {
+	var (
+		f      client.EventFilter
+		since  string
+		follow bool
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "events [--resource R] [--type T] [--since 1h|TIME] [--follow]",
+		Short: "Show the audit trail of transitions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if since != "" {
+				t, err := parseSince(since, time.Now())
+				if err != nil {
+					return err
+				}
+				f.Since = t
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if !follow && !cmd.Flags().Changed("limit") && f.Since.IsZero() {
+				// Without a window, show the latest events, oldest first.
+				f.Desc = true
+				evs, err := c.Events(ctx, f)
+				if err != nil {
+					return err
+				}
+				for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+					evs[i], evs[j] = evs[j], evs[i]
+				}
+				return e.printEvents(evs, asJSON, true)
+			}
+			header := true
+			for {
+				evs, err := c.Events(ctx, f)
+				if err != nil {
+					if follow && ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				if err := e.printEvents(evs, asJSON, header); err != nil {
+					return err
+				}
+				header = false
+				if len(evs) > 0 {
+					f.After = evs[len(evs)-1].ID
+				}
+				if !follow {
+					return nil
+				}
+				f.Wait = 30 * time.Second
+				f.Since = time.Time{}
+			}
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.Resource, "resource", "", "only events of this resource")
+	fl.StringVar(&f.Type, "type", "", "only events of this type")
+	fl.StringVar(&since, "since", "", "only events since a duration ago (1h) or an RFC 3339 time")
+	fl.IntVar(&f.Limit, "limit", 50, "at most this many events per page")
+	fl.BoolVarP(&follow, "follow", "f", false, "keep printing new events as they happen")
+	fl.BoolVar(&asJSON, "json", false, "print one JSON object per event per line")
+	return cmd
+}
+
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, usageErrorf("--since must not be negative")
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, usageErrorf("--since %q: want a duration (1h) or an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+func (e *env) printEvents(evs []*berth.Event, asJSON, header bool) error {
+	if asJSON {
+		for _, ev := range evs {
+			if err := e.printJSONLine(ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	t := newTable(e.stdout)
+	if header {
+		t.row("TIME", "RESOURCE", "KIND", "TRANSITION", "REASON", "ACTOR", "MESSAGE")
+	}
+	for _, ev := range evs {
+		tr := "-"
+		if ev.From != "" || ev.To != "" {
+			tr = dash(ev.From) + " → " + dash(ev.To)
+		}
+		t.row(ev.Time.Local().Format("2006-01-02 15:04:05.000"), ev.Resource, string(ev.Kind), tr, dash(ev.Reason), dash(ev.Actor), dash(ev.Message))
+	}
+	return t.flush()
+}
+
+func (e *env) printJSONLine(v any) error {
+	b, err := jsonMarshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(e.stdout, string(b))
+	return err
+}
+
+func (e *env) versionCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print berth's version, commit and Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			i := buildinfo.Get()
+			if asJSON {
+				return e.printJSON(i)
+			}
+			fmt.Fprintf(e.stdout, "berth %s\ncommit: %s\ngo: %s\n", i.Version, i.Commit, i.GoVersion)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}

@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/client"
+)
+
+func (e *env) runCommand() *cobra.Command {
+	var (
+		a         acquireFlags
+		killGrace time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "run --type T [flags] -- COMMAND [ARG...]",
+		Short: "Lease a resource for the length of one command",
+		Long: `Lease a resource, run COMMAND with it, and give it back.
+
+The command sees BERTH_RESOURCE_NAME, BERTH_RESOURCE_TYPE, BERTH_LEASE_ID,
+BERTH_LEASE_TOKEN, the resource's user data as BERTH_USERDATA (JSON) and as
+one BERTH_USERDATA_<KEY> variable per key (upper case, other characters as _).
+berth heartbeats the lease while the command runs and releases it when the
+command ends, then exits with the command's exit code.
+
+If the lease is lost while the command runs, berth stops the command
+(SIGTERM to its process group, SIGKILL after --kill-grace) and exits 75 with
+a message that the infrastructure failed, not the test. Not getting a
+resource (none free within --wait, broker unreachable) also exits 75.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			p, err := a.params(e)
+			if err != nil {
+				return err
+			}
+			return e.runWithLease(cmd.Context(), c, p, args, killGrace)
+		},
+	}
+	a.register(cmd)
+	cmd.Flags().DurationVar(&killGrace, "kill-grace", 10*time.Second, "how long the command gets to stop after SIGTERM before SIGKILL")
+	return cmd
+}
+
+func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.AcquireParams, argv []string, killGrace time.Duration) error {
+	h, err := c.Hold(ctx, p, client.HoldOptions{})
+	if err != nil {
+		return acquireError(err, p)
+	}
+	r := h.Resource()
+	release := func(to berth.ReleaseTarget) {
+		// The lease must go back even when berth itself is being stopped.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, err := h.Release(rctx, client.ReleaseParams{To: to}); err != nil && berth.ErrorCodeOf(err) != berth.ELeaseLost {
+			fmt.Fprintf(e.stderr, "berth: warning: release of %s failed: %v (the lease will expire)\n", r.Name, oneLine(err.Error()))
+		}
+	}
+
+	child := exec.Command(argv[0], argv[1:]...)
+	child.Env = append(os.Environ(), leaseEnv(h.Lease(), r)...)
+	child.Stdin, child.Stdout, child.Stderr = e.stdin, e.stdout, e.stderr
+	// Its own process group, so that stopping it stops what it started.
+	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := child.Start(); err != nil {
+		release(berth.ReleaseFree) // never used
+		return &exitError{code: 127, err: fmt.Errorf("cannot start %s: %w", argv[0], err)}
+	}
+	done := make(chan error, 1)
+	go func() { done <- child.Wait() }()
+
+	stop := func() error {
+		_ = syscall.Kill(-child.Process.Pid, syscall.SIGTERM)
+		t := time.NewTimer(killGrace)
+		defer t.Stop()
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+			_ = syscall.Kill(-child.Process.Pid, syscall.SIGKILL)
+			return <-done
+		}
+	}
+
+	select {
+	case err := <-done:
+		release(berth.ReleaseDirty)
+		e.exitCode = exitCodeOf(err)
+		return nil
+	case lost := <-h.Lost():
+		_ = stop()
+		return infraErrorf("lease on %s (%s) lost while the command ran: %v", r.Name, r.Type, oneLine(fmt.Sprint(lost)))
+	case <-ctx.Done():
+		err := stop()
+		release(berth.ReleaseDirty)
+		e.exitCode = exitCodeOf(err)
+		return nil
+	}
+}
+
+// exitCodeOf maps a child's end to a shell-style exit code.
+func exitCodeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return ExitError
+}
+
+func leaseEnv(l *berth.Lease, r *berth.Resource) []string {
+	env := []string{
+		"BERTH_RESOURCE_NAME=" + r.Name,
+		"BERTH_RESOURCE_TYPE=" + r.Type,
+		"BERTH_LEASE_ID=" + l.ID,
+		fmt.Sprintf("BERTH_LEASE_TOKEN=%d", l.Token),
+	}
+	ud := r.UserData
+	if ud == nil {
+		ud = map[string]string{}
+	}
+	b, _ := json.Marshal(ud)
+	env = append(env, "BERTH_USERDATA="+string(b))
+	for _, k := range sortedKeys(ud) {
+		env = append(env, "BERTH_USERDATA_"+envName(k)+"="+ud[k])
+	}
+	return env
+}
+
+// envName turns a user-data key into the tail of a variable name.
+func envName(k string) string {
+	var b strings.Builder
+	for _, c := range strings.ToUpper(k) {
+		if c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}

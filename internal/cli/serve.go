@@ -1,0 +1,149 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-ci/berth/internal/config"
+	"github.com/berth-ci/berth/internal/server"
+)
+
+func (e *env) serveCommand() *cobra.Command {
+	var (
+		o                   server.Options
+		configFile          string
+		demo                bool
+		logFormat, logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker",
+		Long: `Run the broker. State lives in an embedded SQLite database under --data
+(berth.db), in WAL mode: every acknowledged change survives a crash of the
+process. --sqlite-sync=full also makes it survive a power loss, at the cost
+of one fsync per change.
+
+With --demo, berth serves a few demo pools from a throw-away data directory.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(e.stderr, logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			o.Logger = log
+			switch {
+			case demo && configFile != "":
+				return usageErrorf("--demo and --config exclude each other")
+			case demo:
+				o.Config = config.Demo()
+				if ps := o.Config.Validate(); len(ps) > 0 {
+					return fmt.Errorf("demo config: %s", ps[0].Message)
+				}
+				if o.DataDir == "" && o.Store == "" {
+					dir, err := os.MkdirTemp("", "berth-demo-")
+					if err != nil {
+						return fmt.Errorf("demo data directory: %w", err)
+					}
+					defer os.RemoveAll(dir)
+					o.DataDir = dir
+				}
+			case configFile == "":
+				return usageErrorf("serve needs --config FILE (or --demo for a throw-away instance)")
+			default:
+				c, err := config.Load(configFile)
+				if err != nil {
+					return &exitError{code: ExitUsage, err: configError(err)}
+				}
+				o.Config = c
+			}
+			if o.DataDir == "" && o.Store == "" {
+				o.DataDir = "berth-data"
+			}
+			if o.SQLiteSync != "normal" && o.SQLiteSync != "full" {
+				return usageErrorf("--sqlite-sync must be normal or full, not %q", o.SQLiteSync)
+			}
+			err = server.Run(cmd.Context(), o)
+			var se *server.StartupError
+			if errors.As(err, &se) {
+				return &exitError{code: ExitUsage, err: err}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file with the pools to serve")
+	f.BoolVar(&demo, "demo", false, "serve demo pools from a throw-away data directory")
+	f.StringVar(&o.DataDir, "data", "", "directory for the embedded database (default ./berth-data)")
+	f.StringVar(&o.Listen, "listen", server.DefaultListen, "address to serve HTTP on")
+	f.StringVar(&o.Store, "store", "", "store URL instead of --data: sqlite:PATH")
+	f.StringVar(&o.SQLiteSync, "sqlite-sync", "normal", "normal (survives a crash of berth) or full (also survives power loss)")
+	f.DurationVar(&o.ReapInterval, "reap-interval", time.Second, "how often to look for expired leases")
+	f.DurationVar(&o.Grace, "wait-grace", 30*time.Second, "how long a waiter keeps its place after its long poll ends")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageErrorf("--log-level must be debug, info, warn or error, not %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageErrorf("--log-format must be text or json, not %q", format)
+}
+
+// configError folds a multi-problem config error into one line for serve;
+// check-config prints one line per problem instead.
+func configError(err error) error {
+	var ve *config.ValidationError
+	if errors.As(err, &ve) {
+		lines := ve.Lines()
+		if len(lines) == 1 {
+			return fmt.Errorf("config: %s", lines[0])
+		}
+		return fmt.Errorf("config: %s (and %d more problems; run berth check-config)", lines[0], len(lines)-1)
+	}
+	return err
+}
+
+func (e *env) checkConfigCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check-config FILE",
+		Short: "Validate a config file",
+		Long:  "Validate a config file. Exit 0 if it is valid; otherwise print one line per problem, naming the field and line, and exit 2.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := config.Load(args[0])
+			var ve *config.ValidationError
+			if errors.As(err, &ve) {
+				for _, l := range ve.Lines() {
+					fmt.Fprintln(e.stderr, l)
+				}
+				e.exitCode = ExitUsage
+				return nil
+			}
+			if err != nil {
+				return &exitError{code: ExitUsage, err: err}
+			}
+			n := 0
+			for _, p := range c.EnginePools() {
+				n += len(p.Resources)
+			}
+			fmt.Fprintf(e.stdout, "%s: ok (%d pools, %d resources)\n", args[0], len(c.Pools), n)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,98 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-ci/berth/internal/config"
+	"github.com/berth-ci/berth/internal/lease"
+)
+
+func TestLoadDesignExample(t *testing.T) {
+	c, err := config.Load("testdata/design.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := c.EnginePools()
+	if len(ps) != 3 {
+		t.Fatalf("pools = %+v", ps)
+	}
+	if ps[0].LeaseTTL != 10*time.Minute || len(ps[0].Resources) != 3 {
+		t.Errorf("gce-project = %+v", ps[0])
+	}
+	if ps[1].LeaseTTL != lease.DefaultLeaseTTL {
+		t.Errorf("default TTL = %s", ps[1].LeaseTTL)
+	}
+	if r := ps[1].Resources[0]; r.UserData["port"] != "443" || r.UserData["endpoint"] != "https://10.0.0.1" || r.Labels["region"] != "us-east1" {
+		t.Errorf("cluster-a = %+v (numbers in user data must become strings)", r)
+	}
+	if ps[2].Janitor != lease.JanitorExternal || len(ps[2].Resources) != 3 || ps[2].Resources[2].Name != "pixel-7-3" {
+		t.Errorf("pixel-7 = %+v", ps[2])
+	}
+}
+
+func TestDemoIsValid(t *testing.T) {
+	if ps := config.Demo().Validate(); len(ps) > 0 {
+		t.Fatalf("demo config: %+v", ps)
+	}
+}
+
+func TestProblems(t *testing.T) {
+	cases := []struct {
+		name, doc string
+		want      []string // one line per problem, in order
+	}{
+		{"empty", ``, []string{"pools: at least one pool is required"}},
+		{"not a mapping", "- a\n", []string{"line 1: the document must be a mapping with a pools list"}},
+		{"syntax", "pools: [\n", []string{"invalid YAML"}},
+		{"tab", "pools:\n\t- type: x\n", []string{"line 2: invalid YAML"}},
+		{"unknown field", "pools:\n  - type: vm\n    colour: red\n", []string{"line 3: pools[0].colour: unknown field"}},
+		{"probe not yet", "pools:\n  - type: vm\n    probe: {tcp: {address: x}}\n", []string{"line 3: pools[0].probe: health probes are not supported"}},
+		{"janitor command not yet", "pools:\n  - type: vm\n    janitor: {command: [x]}\n", []string{"line 3: pools[0].janitor.command: janitor commands are not supported"}},
+		{"bad ttl", "pools:\n  - type: vm\n    leaseTTL: 10x\n", []string{`line 3: pools[0].leaseTTL: cannot use the string "10x" as a duration`}},
+		{"ttl range", "pools:\n  - type: vm\n    leaseTTL: 100ms\n", []string{"line 3: pools[0].leaseTTL: must be between 1s and"}},
+		{"missing type", "pools:\n  - leaseTTL: 1m\n", []string{"line 2: pools[0].type: is required"}},
+		{"bad type", "pools:\n  - type: a b\n", []string{`line 2: pools[0].type: "a b" is not a valid type name`}},
+		{"duplicate type", "pools:\n  - type: vm\n  - type: vm\n", []string{`line 3: pools[1].type: "vm" is already the type of pools[0]`}},
+		{"duplicate resource", "pools:\n  - type: vm\n    resources: [a]\n  - type: pc\n    resources: [b, a]\n",
+			[]string{`line 5: pools[1].resources[1].name: resource "a" is already declared at pools[0].resources[0].name`}},
+		{"resource without name", "pools:\n  - type: vm\n    resources:\n      - userData: {a: b}\n", []string{"line 4: pools[0].resources[0].name: is required"}},
+		{"bad label", "pools:\n  - type: vm\n    resources:\n      - name: a\n        labels: {\"x y\": z}\n", []string{`line 5: pools[0].resources[0].labels: "x y" is not a valid label key`}},
+		{"user data list", "pools:\n  - type: vm\n    resources:\n      - name: a\n        userData: {k: [1]}\n", []string{`line 5: pools[0].resources[0].userData.k: value of "k" must be a string`}},
+		{"generate count", "pools:\n  - type: vm\n    generate: {prefix: x-, count: 0}\n", []string{"line 3: pools[0].generate.count: must be between 1 and"}},
+		{"janitor false", "pools:\n  - type: vm\n    janitor: {external: false}\n", []string{"line 3: pools[0].janitor: only {external: true}"}},
+		{"two problems", "pools:\n  - type: vm\n    leaseTTL: 0.1s\n  - type: vm\n", []string{"line 3: pools[0].leaseTTL", "line 4: pools[1].type"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(c.doc))
+			var ve *config.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Parse = %v, want a ValidationError", err)
+			}
+			lines := ve.Lines()
+			if len(c.want) > 1 && len(lines) != len(c.want) {
+				t.Fatalf("problems:\n%s\nwant %d", strings.Join(lines, "\n"), len(c.want))
+			}
+			for i, w := range c.want {
+				if !strings.Contains(lines[i], w) {
+					t.Errorf("problem %d = %q, want it to start with %q", i, lines[i], w)
+				}
+			}
+			for _, l := range lines {
+				if strings.Contains(l, "\n") || strings.Contains(l, "config.") {
+					t.Errorf("problem line leaks Go internals or spans lines: %q", l)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	_, err := config.Load("testdata/missing.yaml")
+	if err == nil || !strings.Contains(err.Error(), "testdata/missing.yaml") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
