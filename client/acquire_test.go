@@ -158,8 +158,8 @@ func TestAcquireExhaustedAtOnce(t *testing.T) {
 
 	_, err := c.Acquire(ctx, AcquireParams{Type: "vm", Owner: "job-2", RequestID: "req-at-once"})
 	be := wantCode(t, err, berth.EExhausted)
-	if !strings.Contains(be.Message, "position 1") || !strings.Contains(err.Error(), "POST /v1/leases") {
-		t.Fatalf("error = %q; want the position and the method and path", err)
+	if !strings.Contains(be.Message, `no free resource of type "vm"`) || !strings.Contains(err.Error(), "POST /v1/leases") {
+		t.Fatalf("error = %q; want the type and the method and path", err)
 	}
 	if isWaiting(t, c, "req-at-once") {
 		t.Fatal("request still queued after a no-wait acquire failed")

@@ -30,7 +30,7 @@ W waiters queue behind them, and --rounds times one lease is released while
 the time until a waiter holds the resource is measured.
 
 Run it against a pool nobody else uses: it takes resources of the type.`,
-		Args: cobra.NoArgs,
+		Args: argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if typ == "" {
 				return usageErrorf("--type is required")

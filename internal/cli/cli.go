@@ -166,3 +166,21 @@ func (e *env) client() (*client.Client, error) {
 	}
 	return c, nil
 }
+
+// argsExactly is cobra.ExactArgs with a message that names what is missing.
+func argsExactly(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usageErrorf("%s needs %s (see 'berth %s --help')", cmd.Name(), strings.Join(names, " "), cmd.Name())
+		}
+		return nil
+	}
+}
+
+// argsNone rejects positional arguments.
+func argsNone(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf("%s takes no arguments, got %q (see 'berth %s --help')", cmd.Name(), args[0], cmd.Name())
+	}
+	return nil
+}

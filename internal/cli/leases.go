@@ -121,7 +121,7 @@ priority) and gets a resource the moment one is released.
 The lease must be kept alive with 'berth heartbeat' more often than the
 pool's lease TTL, and given back with 'berth release'. 'berth run' does all
 of that for one command.`,
-		Args: cobra.NoArgs,
+		Args: argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
@@ -177,7 +177,7 @@ func (e *env) heartbeatCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "heartbeat LEASE_ID",
 		Short: "Keep a lease alive for another TTL",
-		Args:  cobra.ExactArgs(1),
+		Args:  argsExactly("LEASE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
@@ -213,7 +213,7 @@ func (e *env) releaseCommand() *cobra.Command {
 		Long: `Give a leased resource back. By default (--dirty) it is cleaned as its pool
 says before anyone else gets it; --free vouches that it is clean; --broken
 takes it out of service (quarantined) with the reason given.`,
-		Args: cobra.ExactArgs(1),
+		Args: argsExactly("LEASE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := client.ReleaseParams{To: berth.ReleaseDirty}
 			switch {

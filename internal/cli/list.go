@@ -18,7 +18,7 @@ func (e *env) poolsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pools",
 		Short: "List pools with their resources counted by state",
-		Args:  cobra.NoArgs,
+		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
@@ -54,7 +54,7 @@ func (e *env) resourcesCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "resources [--type T] [--state S]",
 		Short: "List resources",
-		Args:  cobra.NoArgs,
+		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
@@ -100,7 +100,7 @@ func (e *env) eventsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events [--resource R] [--type T] [--since 1h|TIME] [--follow]",
 		Short: "Show the audit trail of transitions",
-		Args:  cobra.NoArgs,
+		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if since != "" {
 				t, err := parseSince(since, time.Now())
@@ -211,7 +211,7 @@ func (e *env) versionCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print berth's version, commit and Go version",
-		Args:  cobra.NoArgs,
+		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			i := buildinfo.Get()
 			if asJSON {

@@ -37,7 +37,12 @@ If the lease is lost while the command runs, berth stops the command
 (SIGTERM to its process group, SIGKILL after --kill-grace) and exits 75 with
 a message that the infrastructure failed, not the test. Not getting a
 resource (none free within --wait, broker unreachable) also exits 75.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf("run needs a command after -- (see 'berth run --help')")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
@@ -102,7 +107,7 @@ func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.Acqui
 		return nil
 	case lost := <-h.Lost():
 		_ = stop()
-		return infraErrorf("lease on %s (%s) lost while the command ran: %v", r.Name, r.Type, oneLine(fmt.Sprint(lost)))
+		return infraErrorf("lease on %s (%s) lost while the command ran: %s", r.Name, r.Type, brokerMessage(lost))
 	case <-ctx.Done():
 		err := stop()
 		release(berth.ReleaseDirty)
@@ -156,4 +161,14 @@ func envName(k string) string {
 		}
 	}
 	return b.String()
+}
+
+// brokerMessage is the broker's own words for err when it has them, without
+// the client's method-and-path wrapping, which means nothing to a CI log.
+func brokerMessage(err error) string {
+	var be *berth.Error
+	if errors.As(err, &be) {
+		return oneLine(be.Message)
+	}
+	return oneLine(fmt.Sprint(err))
 }

@@ -30,7 +30,7 @@ process. --sqlite-sync=full also makes it survive a power loss, at the cost
 of one fsync per change.
 
 With --demo, berth serves a few demo pools from a throw-away data directory.`,
-		Args: cobra.NoArgs,
+		Args: argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(e.stderr, logFormat, logLevel)
 			if err != nil {
@@ -124,7 +124,7 @@ func (e *env) checkConfigCommand() *cobra.Command {
 		Use:   "check-config FILE",
 		Short: "Validate a config file",
 		Long:  "Validate a config file. Exit 0 if it is valid; otherwise print one line per problem, naming the field and line, and exit 2.",
-		Args:  cobra.ExactArgs(1),
+		Args:  argsExactly("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := config.Load(args[0])
 			var ve *config.ValidationError

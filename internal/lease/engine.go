@@ -377,15 +377,11 @@ type HeartbeatResult struct {
 // Heartbeat extends a lease by its TTL. A lease past its expiry cannot be
 // renewed: it is lost even if the reaper has not ended it yet.
 func (e *Engine) Heartbeat(ctx context.Context, id string) (*HeartbeatResult, error) {
-	l, err := e.store.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: id, Now: e.clock.Now()})
+	res, err := e.store.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: id, Now: e.clock.Now()})
 	if err != nil {
 		return nil, e.leaseError(ctx, id, err)
 	}
-	r, err := e.store.ResourceGet(ctx, l.Resource)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	return &HeartbeatResult{Lease: l, Resource: r}, nil
+	return &HeartbeatResult{Lease: res.Lease, Resource: res.Resource}, nil
 }
 
 // leaseError turns a store error about lease id into a caller-facing one.
@@ -478,14 +474,12 @@ func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, 
 	if len(p.Reason) > maxReasonLen {
 		return nil, berth.FieldErrorf("reason", "is longer than %d bytes", maxReasonLen)
 	}
-	l, err := e.store.LeaseGet(ctx, p.ID)
-	if err != nil {
-		return nil, e.leaseError(ctx, p.ID, err)
-	}
-	pool := e.policyFor(l.Type)
 	res, err := e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
-		ID: p.ID, To: targetState(pool, p.To), Reason: p.Reason, Actor: actorOr(p.Actor, l.Owner),
-		Now: e.clock.Now(), HandoffTTL: pool.LeaseTTL,
+		ID: p.ID, Reason: p.Reason, Actor: p.Actor, Now: e.clock.Now(),
+		Decide: func(typ string) (berth.State, time.Duration) {
+			pool := e.policyFor(typ)
+			return targetState(pool, p.To), pool.LeaseTTL
+		},
 	})
 	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {
 		r, rerr := e.store.ResourceGet(ctx, res.Lease.Resource)

@@ -136,8 +136,8 @@ func TestReleaseFollowsPoolPolicy(t *testing.T) {
 		reason string
 		want   berth.State
 	}{
-		{"vm", "", "", berth.StateFree},     // no janitor: straight back
-		{"proj", "", "", berth.StateDirty},  // external janitor: stays dirty
+		{"vm", "", "", berth.StateFree},    // no janitor: straight back
+		{"proj", "", "", berth.StateDirty}, // external janitor: stays dirty
 		{"proj", berth.ReleaseFree, "", berth.StateFree},
 		{"proj", berth.ReleaseBroken, "kernel panic", berth.StateQuarantined},
 	} {

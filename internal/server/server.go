@@ -107,6 +107,13 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
+	// Take the port first: a port already in use fails before the store is
+	// touched.
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return startupf("listen on %s: %w", opts.Listen, err)
+	}
+	defer ln.Close()
 	st, err := OpenStore(ctx, opts)
 	if err != nil {
 		return err
@@ -127,10 +134,6 @@ func Run(ctx context.Context, opts Options) error {
 		log.Info("reaped leases that expired while berth was down", "leases", n)
 	}
 
-	ln, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		return startupf("listen on %s: %w", opts.Listen, err)
-	}
 	srv := &http.Server{
 		Handler:           api.New(api.Options{Engine: eng, Logger: log, SchemaVersion: sqlite.SchemaVersion()}),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -43,7 +43,8 @@ type Store interface {
 	LeaseAcquire(ctx context.Context, p *LeaseAcquireParams) (*LeaseAcquireResult, error)
 	LeaseGet(ctx context.Context, id string) (*berth.Lease, error)
 	// LeaseHeartbeat pushes an active lease's expiry to Now + its TTL.
-	LeaseHeartbeat(ctx context.Context, p *LeaseHeartbeatParams) (*berth.Lease, error)
+	// It returns the resource too, so the holder learns what happened to it.
+	LeaseHeartbeat(ctx context.Context, p *LeaseHeartbeatParams) (*LeaseHeartbeatResult, error)
 	// LeaseRelease ends a lease and moves its resource on; a resource that
 	// becomes free goes straight to the first eligible waiting request.
 	LeaseRelease(ctx context.Context, p *LeaseReleaseParams) (*LeaseReleaseResult, error)
@@ -136,10 +137,18 @@ type LeaseHeartbeatParams struct {
 	Now time.Time
 }
 
+type LeaseHeartbeatResult struct {
+	Lease    *berth.Lease
+	Resource *berth.Resource
+}
+
 type LeaseReleaseParams struct {
 	ID string
-	// To is the state the resource goes to.
+	// To is the state the resource goes to, unless Decide is set.
 	To berth.State
+	// Decide, if set, chooses To and HandoffTTL from the lease's type once
+	// the lease is read inside the transaction, sparing a read before it.
+	Decide func(leaseType string) (to berth.State, handoffTTL time.Duration)
 	// Expired ends the lease as expired rather than released, and only if
 	// it is still past its expiry at Now (a heartbeat may have raced).
 	Expired bool

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 
@@ -10,25 +9,19 @@ import (
 	"github.com/berth-ci/berth/internal/store"
 )
 
-// eventWriter appends events inside a transaction with one prepared
-// statement, since most transactions write several.
-type eventWriter struct {
-	stmt *sql.Stmt
-	ctx  context.Context
-}
+const insertEvent = `INSERT INTO events
+	(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
-func newEventWriter(ctx context.Context, tx *sql.Tx) (*eventWriter, error) {
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO events
-		(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return nil, fmt.Errorf("prepare event insert: %w", err)
-	}
-	return &eventWriter{stmt: stmt, ctx: ctx}, nil
+// eventWriter appends events inside a write transaction.
+type eventWriter struct{ tx *wtx }
+
+func newEventWriter(_ context.Context, tx *wtx) (*eventWriter, error) {
+	return &eventWriter{tx: tx}, nil
 }
 
 func (w *eventWriter) write(e *berth.Event) error {
-	_, err := w.stmt.ExecContext(w.ctx, nanos(e.Time), e.Resource, e.Type, string(e.Kind), e.From, e.To,
+	_, err := w.tx.exec(insertEvent, nanos(e.Time), e.Resource, e.Type, string(e.Kind), e.From, e.To,
 		e.Reason, e.Actor, e.LeaseID, e.Token, e.Message)
 	if err != nil {
 		return fmt.Errorf("write event: %w", err)
@@ -36,7 +29,7 @@ func (w *eventWriter) write(e *berth.Event) error {
 	return nil
 }
 
-func (w *eventWriter) Close() error { return w.stmt.Close() }
+func (w *eventWriter) Close() error { return nil }
 
 func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*berth.Event, error) {
 	var (

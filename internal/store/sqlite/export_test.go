@@ -5,6 +5,8 @@ import "context"
 // ExecForTest runs a statement on the writer, for tests that must put the
 // database in a state the API cannot reach.
 func (s *Store) ExecForTest(ctx context.Context, q string) error {
-	_, err := s.w.ExecContext(ctx, q)
-	return err
+	return s.tx(ctx, func(tx *wtx) error {
+		_, err := tx.w.conn.ExecContext(ctx, q)
+		return err
+	})
 }

@@ -63,13 +63,15 @@ func nullString(s string) sql.NullString { return sql.NullString{String: s, Vali
 func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (*store.LeaseAcquireResult, error) {
 	t := now(p.Now)
 	res := &store.LeaseAcquireResult{}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *wtx) error {
 		*res = store.LeaseAcquireResult{}
 		if p.RequestID != "" {
 			// A retry of an acquire that succeeded, or a waiter coming for
 			// the resource it was handed: give it the same lease.
+			// At most one lease of a request is active at a time. (No ORDER
+			// BY: it would make SQLite walk the table in token order.)
 			l, err := scanLease(tx.QueryRowContext(ctx, "SELECT "+leaseColumns+
-				" FROM leases WHERE request_id = ? AND ended_at IS NULL ORDER BY token DESC LIMIT 1", p.RequestID))
+				" FROM leases WHERE request_id = ? AND ended_at IS NULL LIMIT 1", p.RequestID))
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 			case err != nil:
@@ -91,23 +93,19 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 				return nil
 			}
 		}
-		r, err := pickFree(ctx, tx, p.Type, p.Selector)
+		id := rand.Text()
+		r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)
 		if err != nil {
 			return err
 		}
 		if r != nil {
-			if p.RequestID != "" {
+			if p.Wait {
 				if _, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE id = ?", p.RequestID); err != nil {
 					return fmt.Errorf("delete served request: %w", err)
 				}
 			}
-			ev, err := newEventWriter(ctx, tx)
-			if err != nil {
-				return err
-			}
-			defer ev.Close()
-			l, err := grant(ctx, tx, ev, r, grantArgs{
-				owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL,
+			l, err := recordLease(ctx, tx, r, berth.StateFree, grantArgs{
+				id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL,
 				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired",
 			})
 			if err != nil {
@@ -147,38 +145,42 @@ func wrap(op string, err error) error {
 // a parameter, never spliced into SQL.
 func jsonPath(key string) string { return `$."` + key + `"` }
 
-func pickFree(ctx context.Context, tx *sql.Tx, typ string, sel berth.Selector) (*berth.Resource, error) {
+// takeFree marks the least recently changed free resource of the type that
+// matches sel as leased to owner under leaseID, in one statement, and
+// returns it; nil if there is none.
+func takeFree(ctx context.Context, tx *wtx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
 	var b strings.Builder
-	b.WriteString("SELECT " + resourceColumns + " FROM resources WHERE type = ? AND state = 'free' AND retiring = 0")
-	args := []any{typ}
+	b.WriteString(`UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
+		WHERE rowid = (SELECT rowid FROM resources WHERE type = ? AND state = 'free' AND retiring = 0`)
+	args := []any{nanos(t), owner, leaseID, typ}
 	for _, k := range sel.Keys() {
 		b.WriteString(" AND json_extract(labels, ?) = ?")
 		args = append(args, jsonPath(k), sel[k])
 	}
-	b.WriteString(" ORDER BY state_changed_at LIMIT 1")
+	b.WriteString(" ORDER BY state_changed_at LIMIT 1) RETURNING " + resourceColumns)
 	r, err := scanResource(tx.QueryRowContext(ctx, b.String(), args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pick free resource: %w", err)
+		return nil, fmt.Errorf("take a free resource: %w", err)
 	}
 	return r, nil
 }
 
 type grantArgs struct {
-	owner, requestID string
-	ttl              time.Duration
-	expires, now     time.Time
-	actor, reason    string
+	id, owner, requestID string
+	ttl                  time.Duration
+	expires, now         time.Time
+	actor, reason        string
 }
 
-// grant leases r (which must be free) and updates r in place.
-func grant(ctx context.Context, tx *sql.Tx, ev *eventWriter, r *berth.Resource, g grantArgs) (*berth.Lease, error) {
-	id := rand.Text()
+// recordLease writes the lease row and its event for r, which the caller
+// has already marked busy under g.id; from is the state r was in.
+func recordLease(ctx context.Context, tx *wtx, r *berth.Resource, from berth.State, g grantArgs) (*berth.Lease, error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires))
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires))
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
@@ -186,23 +188,19 @@ func grant(ctx context.Context, tx *sql.Tx, ev *eventWriter, r *berth.Resource, 
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
-		WHERE name = ?`, nanos(g.now), g.owner, id, r.Name); err != nil {
-		return nil, fmt.Errorf("mark resource busy: %w", err)
-	}
+	ev := &eventWriter{tx: tx}
 	if err := ev.write(&berth.Event{Time: g.now, Resource: r.Name, Type: r.Type, Kind: berth.EventLease,
-		From: string(r.State), To: string(berth.StateBusy), Reason: g.reason, Actor: g.actor, LeaseID: id, Token: token,
+		From: string(from), To: string(berth.StateBusy), Reason: g.reason, Actor: g.actor, LeaseID: g.id, Token: token,
 		Message: "leased to " + g.owner}); err != nil {
 		return nil, err
 	}
-	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.StateBusy, "", g.now, g.owner, id
 	return &berth.Lease{
-		ID: id, Token: token, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
+		ID: g.id, Token: token, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
 		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID,
 	}, nil
 }
 
-func enqueue(ctx context.Context, tx *sql.Tx, p *store.LeaseAcquireParams, t time.Time) (*berth.Request, error) {
+func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.Time) (*berth.Request, error) {
 	if p.RequestID == "" {
 		return nil, errors.New("a waiting acquire needs a request id")
 	}
@@ -300,7 +298,7 @@ func (s *Store) RequestGet(ctx context.Context, p *store.RequestGetParams) (*ber
 
 func (s *Store) RequestCancel(ctx context.Context, id string) error {
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE id = ?", id)
 		if err != nil {
 			return err
@@ -319,7 +317,7 @@ func (s *Store) RequestCancel(ctx context.Context, id string) error {
 
 func (s *Store) RequestPrune(ctx context.Context, t time.Time) (int, error) {
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE expires_at <= ?", nanos(now(t)))
 		if err != nil {
 			return err
@@ -333,12 +331,11 @@ func (s *Store) RequestPrune(ctx context.Context, t time.Time) (int, error) {
 	return int(n), nil
 }
 
-func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParams) (*berth.Lease, error) {
+func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParams) (*store.LeaseHeartbeatResult, error) {
 	t := now(p.Now)
-	var l *berth.Lease
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var err error
-		l, err = scanLease(tx.QueryRowContext(ctx, "UPDATE leases SET expires_at = ?1 + ttl WHERE id = ?2 AND ended_at IS NULL AND expires_at > ?1 RETURNING "+leaseColumns,
+	res := &store.LeaseHeartbeatResult{}
+	err := s.tx(ctx, func(tx *wtx) error {
+		l, err := scanLease(tx.QueryRowContext(ctx, "UPDATE leases SET expires_at = ?1 + ttl WHERE id = ?2 AND ended_at IS NULL AND expires_at > ?1 RETURNING "+leaseColumns,
 			nanos(t), p.ID))
 		if errors.Is(err, sql.ErrNoRows) {
 			if _, err := leaseGet(ctx, tx, p.ID); err != nil {
@@ -346,12 +343,20 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 			}
 			return store.ErrLeaseEnded
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		r, err := resourceGet(ctx, tx, l.Resource)
+		if err != nil {
+			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
+		}
+		res.Lease, res.Resource = l, r
+		return nil
 	})
 	if err != nil {
 		return nil, wrap("heartbeat", err)
 	}
-	return l, nil
+	return res, nil
 }
 
 // errLeaseActive: a reaper asked to expire a lease that a heartbeat renewed.
@@ -360,28 +365,39 @@ var errLeaseActive = store.ErrLeaseActive
 func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (*store.LeaseReleaseResult, error) {
 	t := now(p.Now)
 	res := &store.LeaseReleaseResult{}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *wtx) error {
 		*res = store.LeaseReleaseResult{}
-		l, err := leaseGet(ctx, tx, p.ID)
-		if err != nil {
-			return err
+		status := berth.LeaseReleased
+		q := "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL RETURNING " + leaseColumns
+		if p.Expired {
+			status = berth.LeaseExpired
+			// Only if still past its expiry: a heartbeat may have won.
+			q = "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at <= ?1 RETURNING " + leaseColumns
 		}
-		if l.Status != berth.LeaseActive {
+		l, err := scanLease(tx.QueryRowContext(ctx, q, nanos(t), string(status), p.ID))
+		if errors.Is(err, sql.ErrNoRows) {
+			l, err := leaseGet(ctx, tx, p.ID)
+			if err != nil {
+				return err
+			}
+			if l.Status == berth.LeaseActive {
+				return errLeaseActive
+			}
 			res.Lease = l
 			return store.ErrLeaseEnded
 		}
-		if p.Expired && l.ExpiresAt.After(t) {
-			return errLeaseActive
-		}
-		status := berth.LeaseReleased
-		if p.Expired {
-			status = berth.LeaseExpired
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE leases SET ended_at = ?, end_reason = ? WHERE token = ?", nanos(t), string(status), l.Token); err != nil {
+		if err != nil {
 			return fmt.Errorf("end lease: %w", err)
 		}
-		l.Status, l.EndedAt = status, &t
 		res.Lease = l
+		actor := p.Actor
+		if actor == "" {
+			actor = l.Owner // the holder released it
+		}
+		to, handoffTTL := p.To, p.HandoffTTL
+		if p.Decide != nil {
+			to, handoffTTL = p.Decide(l.Type)
+		}
 
 		r, err := resourceGet(ctx, tx, l.Resource)
 		if err != nil {
@@ -390,45 +406,42 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		if r.LeaseID != l.ID {
 			return fmt.Errorf("resource %s is held by lease %q, not %q", r.Name, r.LeaseID, l.ID)
 		}
-		ev, err := newEventWriter(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer ev.Close()
+		ev := &eventWriter{tx: tx}
 		reason := string(status)
+		from := r.State
 		if r.Retiring {
 			if _, err := tx.ExecContext(ctx, "DELETE FROM resources WHERE name = ?", r.Name); err != nil {
 				return fmt.Errorf("remove retired resource: %w", err)
 			}
-			if err := ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(r.State),
-				Reason: reason, Actor: p.Actor, LeaseID: l.ID, Token: l.Token,
-				Message: "lease " + reason + "; resource removed from the pool (no longer in the config)"}); err != nil {
-				return err
-			}
-			res.Resource = nil
-			return nil
+			return ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
+				Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token,
+				Message: "lease " + reason + "; resource removed from the pool (no longer in the config)"})
 		}
-		stateReason := ""
-		if p.To == berth.StateQuarantined {
-			stateReason = p.Reason
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, state_reason = ?, state_changed_at = ?, owner = '', lease_id = NULL
-			WHERE name = ?`, string(p.To), stateReason, nanos(t), r.Name); err != nil {
-			return fmt.Errorf("move resource on: %w", err)
-		}
-		if err := ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(r.State),
-			To: string(p.To), Reason: reason, Actor: p.Actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason}); err != nil {
+		if err := ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
+			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason}); err != nil {
 			return err
 		}
-		r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = p.To, stateReason, t, "", ""
-		res.Resource = r
-		if p.To == berth.StateFree {
-			h, err := handoff(ctx, tx, ev, r, t, p.HandoffTTL, p.Actor)
+		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
+		if to == berth.StateFree {
+			// Straight to the first waiter it suits, if any: one update.
+			h, err := handoff(ctx, tx, r, t, handoffTTL, actor)
 			if err != nil {
 				return err
 			}
-			res.Handoff = h
+			if h != nil {
+				res.Resource, res.Handoff = r, h
+				return nil
+			}
 		}
+		if to == berth.StateQuarantined {
+			r.StateReason = p.Reason
+		}
+		r.State = to
+		if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, state_reason = ?, state_changed_at = ?, owner = '', lease_id = NULL
+			WHERE name = ?`, string(to), r.StateReason, nanos(t), r.Name); err != nil {
+			return fmt.Errorf("move resource on: %w", err)
+		}
+		res.Resource = r
 		return nil
 	})
 	if err != nil {
@@ -438,8 +451,9 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 }
 
 // handoff gives the free resource r to the first waiting request it suits:
-// highest priority first, then oldest. It returns nil when none waits.
-func handoff(ctx context.Context, tx *sql.Tx, ev *eventWriter, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
+// highest priority first, then oldest. It updates r in place and returns
+// nil when none waits (r is then untouched in the database).
+func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at FROM requests
 		WHERE type = ? AND expires_at > ? ORDER BY priority DESC, seq`, r.Type, nanos(t))
 	if err != nil {
@@ -447,19 +461,19 @@ func handoff(ctx context.Context, tx *sql.Tx, ev *eventWriter, r *berth.Resource
 	}
 	var (
 		found        bool
-		id, owner    string
+		reqID, owner string
 		reqExpiresAt int64
 	)
 	for rows.Next() {
 		var sel string
-		if err := rows.Scan(&id, &owner, &sel, &reqExpiresAt); err != nil {
+		if err := rows.Scan(&reqID, &owner, &sel, &reqExpiresAt); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("find waiter: %w", err)
 		}
 		var s berth.Selector
 		if err := json.Unmarshal([]byte(sel), &s); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("request %s selector: %w", id, err)
+			return nil, fmt.Errorf("request %s selector: %w", reqID, err)
 		}
 		if s.Matches(r.Labels) {
 			found = true
@@ -473,8 +487,13 @@ func handoff(ctx context.Context, tx *sql.Tx, ev *eventWriter, r *berth.Resource
 	if !found {
 		return nil, nil
 	}
-	if _, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE id = ?", id); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE id = ?", reqID); err != nil {
 		return nil, fmt.Errorf("delete served request: %w", err)
+	}
+	id := rand.Text()
+	if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
+		WHERE name = ?`, nanos(t), owner, id, r.Name); err != nil {
+		return nil, fmt.Errorf("hand resource over: %w", err)
 	}
 	// The waiter may have gone away and be due back within its grace. Until
 	// it claims the lease, it lasts no longer than the request would have.
@@ -482,11 +501,11 @@ func handoff(ctx context.Context, tx *sql.Tx, ev *eventWriter, r *berth.Resource
 	if re := fromNanos(reqExpiresAt); re.Before(exp) {
 		exp = re
 	}
-	l, err := grant(ctx, tx, ev, r, grantArgs{owner: owner, requestID: id, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff"})
-	if err != nil {
+	if _, err := recordLease(ctx, tx, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff"}); err != nil {
 		return nil, err
 	}
-	return &store.Handoff{RequestID: id, LeaseID: l.ID, Type: r.Type}, nil
+	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.StateBusy, "", t, owner, id
+	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type}, nil
 }
 
 func (s *Store) LeaseListExpired(ctx context.Context, p *store.LeaseListExpiredParams) ([]*berth.Lease, error) {

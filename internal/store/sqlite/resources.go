@@ -209,7 +209,7 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.PoolSyncResult, error) {
 	t := now(p.Now)
 	res := &store.PoolSyncResult{}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *wtx) error {
 		*res = store.PoolSyncResult{}
 		type have struct {
 			typ, state, userData, labels string
@@ -237,17 +237,6 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		if _, err := tx.ExecContext(ctx, "DELETE FROM pools"); err != nil {
 			return fmt.Errorf("clear pools: %w", err)
 		}
-		insertPool, err := tx.PrepareContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor) VALUES (?, ?, ?)")
-		if err != nil {
-			return err
-		}
-		defer insertPool.Close()
-		insertRes, err := tx.PrepareContext(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels)
-			VALUES (?, ?, 'free', ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer insertRes.Close()
 		ev, err := newEventWriter(ctx, tx)
 		if err != nil {
 			return err
@@ -264,14 +253,15 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if janitor == "" {
 				janitor = "none"
 			}
-			if _, err := insertPool.ExecContext(ctx, pool.Type, int64(pool.LeaseTTL), janitor); err != nil {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor) VALUES (?, ?, ?)", pool.Type, int64(pool.LeaseTTL), janitor); err != nil {
 				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
 			}
 			for _, spec := range pool.Resources {
 				seen[spec.Name] = true
 				h, ok := existing[spec.Name]
 				if !ok {
-					if _, err := insertRes.ExecContext(ctx, spec.Name, pool.Type, nanos(t), mustJSON(spec.UserData), mustJSON(spec.Labels)); err != nil {
+					if _, err := tx.ExecContext(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels)
+						VALUES (?, ?, 'free', ?, ?, ?)`, spec.Name, pool.Type, nanos(t), mustJSON(spec.UserData), mustJSON(spec.Labels)); err != nil {
 						return fmt.Errorf("insert resource %s: %w", spec.Name, err)
 					}
 					res.Added = append(res.Added, spec.Name)
@@ -284,7 +274,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 						if err != nil {
 							return err
 						}
-						h, err := handoff(ctx, tx, ev, r, t, pool.LeaseTTL, p.Actor)
+						h, err := handoff(ctx, tx, r, t, pool.LeaseTTL, p.Actor)
 						if err != nil {
 							return err
 						}
@@ -332,7 +322,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 	return res, nil
 }
 
-func syncExisting(ctx context.Context, tx *sql.Tx, ev *eventWriter, spec store.ResourceSpec, typ, haveType, userData, labels string,
+func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.ResourceSpec, typ, haveType, userData, labels string,
 	leased, retiring bool, t time.Time, actor string) error {
 	var ud map[string]string
 	if err := json.Unmarshal([]byte(userData), &ud); err != nil {
@@ -377,7 +367,7 @@ func canonical(s string) string {
 	return mustJSON(m)
 }
 
-func typesWithRequests(ctx context.Context, tx *sql.Tx) (map[string]bool, error) {
+func typesWithRequests(ctx context.Context, tx *wtx) (map[string]bool, error) {
 	rows, err := tx.QueryContext(ctx, "SELECT DISTINCT type FROM requests")
 	if err != nil {
 		return nil, fmt.Errorf("read requests: %w", err)

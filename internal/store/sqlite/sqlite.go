@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	_ "modernc.org/sqlite"
 
 	"github.com/berth-ci/berth/internal/store"
 )
@@ -48,8 +48,9 @@ type Options struct {
 
 // Store is the SQLite implementation of store.Store.
 type Store struct {
-	w *sql.DB // the one writer connection
-	r *sql.DB // readers
+	w  *sql.DB // the one writer connection, owned by wr
+	wr *writer
+	r  *sql.DB // readers
 }
 
 var _ store.Store = (*Store)(nil)
@@ -73,15 +74,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	q := url.Values{}
-	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", strings.ToUpper(string(sync)))
-	q.Set("_busy_timeout", "10000")
-	q.Set("_foreign_keys", "1")
-	q.Set("_txlock", "immediate")
-	q.Set("cache", "private")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+strings.ToUpper(string(sync))+")")
+	q.Add("_pragma", "busy_timeout(10000)")
 	dsn := "file:" + abs + "?" + q.Encode()
 
-	w, err := sql.Open("sqlite3", dsn)
+	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
@@ -93,18 +91,24 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
-	s := &Store{w: w}
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	s := &Store{w: w, wr: newWriter(conn)}
 	if err := s.migrate(ctx); err != nil {
+		s.wr.close()
 		w.Close()
 		return nil, err
 	}
 
 	rq := url.Values{}
-	rq.Set("_busy_timeout", "10000")
-	rq.Set("_query_only", "1")
-	rq.Set("cache", "private")
-	r, err := sql.Open("sqlite3", "file:"+abs+"?"+rq.Encode())
+	rq.Add("_pragma", "busy_timeout(10000)")
+	rq.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", "file:"+abs+"?"+rq.Encode())
 	if err != nil {
+		s.wr.close()
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open readers: %w", err)
 	}
@@ -116,7 +120,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.r.Close(), s.wr.close(), s.w.Close())
 }
 
 // Ping checks that the database answers a query.
@@ -181,12 +185,15 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: read migrations: %w", err)
 	}
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS berth_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("sqlite: create migration table: %w", err)
-	}
 	var have int
-	if err := s.w.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have); err != nil {
+	err = s.tx(ctx, func(tx *wtx) error {
+		if _, err := tx.w.conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS berth_migrations (
+			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+			return fmt.Errorf("create migration table: %w", err)
+		}
+		return tx.w.conn.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have)
+	})
+	if err != nil {
 		return fmt.Errorf("sqlite: read schema version: %w", err)
 	}
 	if know := ms[len(ms)-1].version; have > know {
@@ -196,8 +203,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		if m.version <= have {
 			continue
 		}
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		err := s.tx(ctx, func(tx *wtx) error {
+			// A migration holds several statements: run it unprepared.
+			if _, err := tx.w.conn.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, "INSERT INTO berth_migrations (version, name, applied_at) VALUES (?, ?, ?)",
@@ -211,21 +219,11 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// tx runs fn in one write transaction (BEGIN IMMEDIATE, so the write lock is
-// taken up front and never upgraded mid-transaction).
-func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", err)
-	}
-	return nil
+// tx runs fn in a write transaction (BEGIN IMMEDIATE, so the write lock is
+// taken up front and never upgraded mid-transaction), possibly committed
+// together with other writes; see writer.
+func (s *Store) tx(ctx context.Context, fn func(tx *wtx) error) error {
+	return s.wr.do(ctx, fn)
 }
 
 func nanos(t time.Time) int64 { return t.UnixNano() }

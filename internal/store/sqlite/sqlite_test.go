@@ -5,8 +5,8 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 

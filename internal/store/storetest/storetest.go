@@ -457,9 +457,13 @@ func testHeartbeat(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	sync(t, s, t0, pool("vm", names(1, "vm-")...))
 	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
-	hb, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(30 * time.Second)})
-	if err != nil || !hb.ExpiresAt.Equal(at(30*time.Second+ttl)) || hb.Token != l.Token {
-		t.Fatalf("heartbeat = %+v, %v", hb, err)
+	res, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(30 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := res.Lease
+	if !hb.ExpiresAt.Equal(at(30*time.Second+ttl)) || hb.Token != l.Token || res.Resource == nil || res.Resource.LeaseID != l.ID {
+		t.Fatalf("heartbeat = %+v", res)
 	}
 	// At its expiry the lease is lost, even before a reaper runs.
 	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: hb.ExpiresAt}); !errors.Is(err, store.ErrLeaseEnded) {

@@ -46,7 +46,6 @@ CREATE TABLE leases (
 
 CREATE INDEX leases_expiry ON leases (expires_at) WHERE ended_at IS NULL;
 CREATE INDEX leases_request ON leases (request_id) WHERE request_id IS NOT NULL;
-CREATE INDEX leases_resource ON leases (resource, token);
 
 -- Waiting acquires. seq orders arrivals; a row leaves when it is served,
 -- cancelled or pruned after expiry.
@@ -63,8 +62,10 @@ CREATE TABLE requests (
 
 CREATE INDEX requests_queue ON requests (type, priority DESC, seq);
 
+-- Events are never deleted from the newest end, so a plain rowid gives ids
+-- that only grow without AUTOINCREMENT's extra write per insert.
 CREATE TABLE events (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          INTEGER PRIMARY KEY,
     time        INTEGER NOT NULL,
     resource    TEXT NOT NULL DEFAULT '',
     type        TEXT NOT NULL DEFAULT '',

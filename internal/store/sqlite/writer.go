@@ -1,0 +1,227 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// maxBatch bounds how many writes share one commit.
+const maxBatch = 128
+
+// errClosed is returned for writes after Close.
+var errClosed = errors.New("sqlite: store is closed")
+
+// writer owns the one write connection and commits in groups: every write
+// waiting when a commit starts joins it, each in a savepoint of its own, so
+// that under load one commit (one WAL append, the shared pages written once)
+// serves many callers. A caller is answered only after the commit that
+// holds its write has succeeded, so the group changes how often berth
+// commits, never what it acknowledges. Alone, a write commits at once.
+type writer struct {
+	conn  *sql.Conn
+	ops   chan *op
+	quit  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+	stmts map[string]*sql.Stmt
+}
+
+type op struct {
+	ctx context.Context
+	fn  func(tx *wtx) error
+	err chan error
+}
+
+func newWriter(conn *sql.Conn) *writer {
+	w := &writer{conn: conn, ops: make(chan *op), quit: make(chan struct{}), done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
+	go w.loop()
+	return w
+}
+
+func (w *writer) close() error {
+	w.once.Do(func() { close(w.quit) })
+	<-w.done
+	var errs []error
+	for _, st := range w.stmts {
+		errs = append(errs, st.Close())
+	}
+	errs = append(errs, w.conn.Close())
+	return errors.Join(errs...)
+}
+
+// do runs fn in a write transaction and returns once it is committed (or
+// failed). A write whose ctx ends before it starts is not run; once started
+// it runs to its end, so that the answer says what really happened.
+func (w *writer) do(ctx context.Context, fn func(tx *wtx) error) error {
+	o := &op{ctx: ctx, fn: fn, err: make(chan error, 1)}
+	select {
+	case w.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.quit:
+		return errClosed
+	}
+	return <-o.err
+}
+
+func (w *writer) loop() {
+	defer close(w.done)
+	for {
+		var batch []*op
+		select {
+		case o := <-w.ops:
+			batch = append(batch, o)
+		case <-w.quit:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-w.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		w.run(batch)
+	}
+}
+
+func (w *writer) run(batch []*op) {
+	live := batch[:0]
+	for _, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			o.err <- err
+			continue
+		}
+		live = append(live, o)
+	}
+	if len(live) == 0 {
+		return
+	}
+	tx := &wtx{w: w}
+	fail := func(err error) {
+		for _, o := range live {
+			o.err <- err
+		}
+	}
+	if _, err := tx.exec("BEGIN IMMEDIATE"); err != nil {
+		fail(fmt.Errorf("sqlite: begin: %w", err))
+		return
+	}
+	errs := make([]error, len(live))
+	ok := 0
+	for i, o := range live {
+		if len(live) == 1 {
+			errs[i] = call(o.fn, tx)
+		} else {
+			errs[i] = w.inSavepoint(tx, o.fn)
+		}
+		if errs[i] == nil {
+			ok++
+		}
+	}
+	if ok == 0 {
+		_, _ = tx.exec("ROLLBACK")
+		for i, o := range live {
+			o.err <- errs[i]
+		}
+		return
+	}
+	if _, err := tx.exec("COMMIT"); err != nil {
+		_, _ = tx.exec("ROLLBACK")
+		cerr := fmt.Errorf("sqlite: commit: %w", err)
+		for i, o := range live {
+			if errs[i] == nil {
+				errs[i] = cerr
+			}
+			o.err <- errs[i]
+		}
+		return
+	}
+	for i, o := range live {
+		o.err <- errs[i]
+	}
+}
+
+// inSavepoint runs fn so that its failure undoes only its own writes.
+func (w *writer) inSavepoint(tx *wtx, fn func(*wtx) error) error {
+	if _, err := tx.exec("SAVEPOINT op"); err != nil {
+		return fmt.Errorf("sqlite: savepoint: %w", err)
+	}
+	if err := call(fn, tx); err != nil {
+		if _, rerr := tx.exec("ROLLBACK TO op"); rerr != nil {
+			return errors.Join(err, fmt.Errorf("sqlite: rollback to savepoint: %w", rerr))
+		}
+		_, _ = tx.exec("RELEASE op")
+		return err
+	}
+	if _, err := tx.exec("RELEASE op"); err != nil {
+		return fmt.Errorf("sqlite: release savepoint: %w", err)
+	}
+	return nil
+}
+
+// call runs fn, turning a panic into an error so that one bad write cannot
+// take the writer, and every caller waiting on it, down.
+func call(fn func(*wtx) error, tx *wtx) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("sqlite: panic in write: %v", v)
+		}
+	}()
+	return fn(tx)
+}
+
+// wtx is the writer's connection inside a transaction. Statements are
+// prepared once and reused; they run without a cancellable context, since
+// a write, once started, must finish so its outcome is known (and database/sql
+// would start a goroutine per query to watch one).
+type wtx struct{ w *writer }
+
+func (t *wtx) stmt(q string) (*sql.Stmt, error) {
+	if st, ok := t.w.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := t.w.conn.PrepareContext(context.Background(), q)
+	if err != nil {
+		return nil, err
+	}
+	t.w.stmts[q] = st
+	return st, nil
+}
+
+func (t *wtx) exec(q string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(context.Background(), args...)
+}
+
+// ExecContext, QueryContext and QueryRowContext mirror *sql.Tx so that the
+// store's code reads the same; ctx is not used (see wtx).
+func (t *wtx) ExecContext(_ context.Context, q string, args ...any) (sql.Result, error) {
+	return t.exec(q, args...)
+}
+
+func (t *wtx) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(context.Background(), args...)
+}
+
+func (t *wtx) QueryRowContext(_ context.Context, q string, args ...any) *sql.Row {
+	st, err := t.stmt(q)
+	if err != nil {
+		// sql.Row cannot carry an error of ours; run the query unprepared
+		// so that Scan reports the same error.
+		return t.w.conn.QueryRowContext(context.Background(), q, args...)
+	}
+	return st.QueryRowContext(context.Background(), args...)
+}
