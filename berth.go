@@ -183,7 +183,7 @@ var (
 	labelPattern = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9.-]{0,252}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
 )
 
-// ValidName reports whether s may name a resource, a type or an owner:
+// ValidName reports whether s may name a resource or a type:
 // 1 to 253 characters of letters, digits, '.', '_' and '-', starting and
 // ending with a letter or digit. Names appear in URLs, file names and
 // environment variables, so the set is kept small.

@@ -1,12 +1,15 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -27,27 +30,65 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 			return &berth.Error{Code: berth.EInvalid, Field: "Content-Type", Message: fmt.Sprintf("must be application/json, not %q", ct)}
 		}
 	}
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if errors.Is(err, io.EOF) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		return jsonError(err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
 		if allowEmpty {
 			return nil
 		}
 		return berth.Errorf(berth.EInvalid, "request body is empty; want a JSON object")
 	}
-	if err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return jsonError(err)
-		}
 		return berth.Errorf(berth.EInvalid, "request body has data after the JSON object")
 	}
+	// encoding/json matches field names regardless of case; berth's are
+	// exact, so "TYPE" is as unknown as "colour".
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err == nil {
+		known := jsonFields(v)
+		keys := make([]string, 0, len(raw))
+		for k := range raw {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if !known[k] {
+				return berth.FieldErrorf(k, "is not a known field (field names are case-sensitive)")
+			}
+		}
+	}
 	return nil
+}
+
+// jsonFields returns the JSON names of the fields of the struct v points to.
+func jsonFields(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	out := map[string]bool{}
+	if t.Kind() != reflect.Struct {
+		return out
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = true
+	}
+	return out
 }
 
 func jsonError(err error) error {
@@ -112,7 +153,11 @@ func newQuery(r *http.Request, allowed ...string) *query {
 	}
 	for k, v := range q.vals {
 		if !ok[k] {
-			q.err = berth.FieldErrorf(k, "is not a known query parameter (known: %s)", strings.Join(allowed, ", "))
+			if len(allowed) == 0 {
+				q.err = berth.FieldErrorf(k, "is not a known query parameter (this endpoint takes none)")
+			} else {
+				q.err = berth.FieldErrorf(k, "is not a known query parameter (known: %s)", strings.Join(allowed, ", "))
+			}
 			return q
 		}
 		if len(v) > 1 {

@@ -37,7 +37,6 @@ type Pool struct {
 	// Generate adds Count resources named Prefix1 … PrefixN, for large
 	// pools of interchangeable resources.
 	Generate *Generate `yaml:"generate"`
-	Janitor  *Janitor  `yaml:"janitor"`
 }
 
 // Resource is one static resource: a plain name, or a mapping with user
@@ -52,12 +51,6 @@ type Resource struct {
 type Generate struct {
 	Prefix string `yaml:"prefix"`
 	Count  int    `yaml:"count"`
-}
-
-// Janitor is the pool's cleaning policy. Only external janitors (which
-// clean through the API, as Boskos janitors do) exist in this version.
-type Janitor struct {
-	External bool `yaml:"external"`
 }
 
 // StringMap is a map of strings that also takes numbers and booleans as
@@ -118,8 +111,7 @@ func Demo() *Config {
 			{Name: "cluster-a", UserData: StringMap{"endpoint": "https://10.0.0.1"}, Labels: StringMap{"region": "us-east1"}},
 			{Name: "cluster-b", UserData: StringMap{"endpoint": "https://10.0.0.2"}, Labels: StringMap{"region": "europe-west1"}},
 		}},
-		{Type: "pixel-7", LeaseTTL: 5 * time.Minute, Janitor: &Janitor{External: true},
-			Generate: &Generate{Prefix: "pixel-7-", Count: 4}},
+		{Type: "pixel-7", LeaseTTL: 5 * time.Minute, Generate: &Generate{Prefix: "pixel-7-", Count: 4}},
 	}}
 }
 
@@ -314,9 +306,6 @@ func (c *Config) Validate() []Problem {
 				}
 			}
 		}
-		if p.Janitor != nil && !p.Janitor.External {
-			add(pp+".janitor", "only {external: true} is supported in this version; leave janitor out for pools whose resources need no cleaning")
-		}
 	}
 	return ps
 }
@@ -334,10 +323,8 @@ func sortedKeys(m map[string]string) []string {
 func (c *Config) EnginePools() []lease.Pool {
 	out := make([]lease.Pool, 0, len(c.Pools))
 	for _, p := range c.Pools {
+		// No janitors in this version: released resources go back to free.
 		lp := lease.Pool{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: lease.JanitorNone}
-		if p.Janitor != nil && p.Janitor.External {
-			lp.Janitor = lease.JanitorExternal
-		}
 		for _, r := range p.Resources {
 			lp.Resources = append(lp.Resources, store.ResourceSpec{Name: r.Name, UserData: r.UserData, Labels: r.Labels})
 		}

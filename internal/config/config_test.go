@@ -28,7 +28,7 @@ func TestLoadDesignExample(t *testing.T) {
 	if r := ps[1].Resources[0]; r.UserData["port"] != "443" || r.UserData["endpoint"] != "https://10.0.0.1" || r.Labels["region"] != "us-east1" {
 		t.Errorf("cluster-a = %+v (numbers in user data must become strings)", r)
 	}
-	if ps[2].Janitor != lease.JanitorExternal || len(ps[2].Resources) != 3 || ps[2].Resources[2].Name != "pixel-7-3" {
+	if ps[2].Janitor != lease.JanitorNone || len(ps[2].Resources) != 3 || ps[2].Resources[2].Name != "pixel-7-3" {
 		t.Errorf("pixel-7 = %+v", ps[2])
 	}
 }
@@ -50,7 +50,7 @@ func TestProblems(t *testing.T) {
 		{"tab", "pools:\n\t- type: x\n", []string{"line 2: invalid YAML"}},
 		{"unknown field", "pools:\n  - type: vm\n    colour: red\n", []string{"line 3: pools[0].colour: unknown field"}},
 		{"probe not yet", "pools:\n  - type: vm\n    probe: {tcp: {address: x}}\n", []string{"line 3: pools[0].probe: health probes are not supported"}},
-		{"janitor command not yet", "pools:\n  - type: vm\n    janitor: {command: [x]}\n", []string{"line 3: pools[0].janitor.command: janitor commands are not supported"}},
+		{"janitor not yet", "pools:\n  - type: vm\n    janitor: {command: [x]}\n", []string{"line 3: pools[0].janitor: janitors are not supported"}},
 		{"bad ttl", "pools:\n  - type: vm\n    leaseTTL: 10x\n", []string{`line 3: pools[0].leaseTTL: cannot use the string "10x" as a duration`}},
 		{"ttl range", "pools:\n  - type: vm\n    leaseTTL: 100ms\n", []string{"line 3: pools[0].leaseTTL: must be between 1s and"}},
 		{"missing type", "pools:\n  - leaseTTL: 1m\n", []string{"line 2: pools[0].type: is required"}},
@@ -62,7 +62,6 @@ func TestProblems(t *testing.T) {
 		{"bad label", "pools:\n  - type: vm\n    resources:\n      - name: a\n        labels: {\"x y\": z}\n", []string{`line 5: pools[0].resources[0].labels: "x y" is not a valid label key`}},
 		{"user data list", "pools:\n  - type: vm\n    resources:\n      - name: a\n        userData: {k: [1]}\n", []string{`line 5: pools[0].resources[0].userData.k: value of "k" must be a string`}},
 		{"generate count", "pools:\n  - type: vm\n    generate: {prefix: x-, count: 0}\n", []string{"line 3: pools[0].generate.count: must be between 1 and"}},
-		{"janitor false", "pools:\n  - type: vm\n    janitor: {external: false}\n", []string{"line 3: pools[0].janitor: only {external: true}"}},
 		{"two problems", "pools:\n  - type: vm\n    leaseTTL: 0.1s\n  - type: vm\n", []string{"line 3: pools[0].leaseTTL", "line 4: pools[1].type"}},
 	}
 	for _, c := range cases {

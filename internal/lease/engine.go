@@ -316,16 +316,18 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 		case <-timer.Chan():
 			req, err := e.store.RequestGet(ctx, &store.RequestGetParams{ID: p.RequestID, Now: e.clock.Now()})
 			if errors.Is(err, store.ErrNotFound) {
-				// Served between the timer and now: claim it.
-				sp.Now = e.clock.Now()
-				res, err := e.store.LeaseAcquire(ctx, sp)
+				// Either served between the timer and now (claim it), or
+				// cancelled (do not queue it again).
+				claim := *sp
+				claim.Now, claim.Wait = e.clock.Now(), false
+				res, err := e.store.LeaseAcquire(ctx, &claim)
 				if err != nil {
 					return nil, storeError(err)
 				}
 				if res.Lease != nil {
 					return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
 				}
-				return &AcquireResult{Request: res.Request}, nil
+				return nil, berth.Errorf(berth.EExhausted, "request %q no longer waits (it was cancelled)", p.RequestID)
 			}
 			if err != nil {
 				return nil, storeError(err)
@@ -522,7 +524,11 @@ func (e *Engine) ReapOnce(ctx context.Context) (int, error) {
 				return n, fmt.Errorf("reap lease %s: %w", l.ID, err)
 			}
 			n++
-			e.log.Info("lease expired", "lease", l.ID, "resource", l.Resource, "owner", l.Owner, "to", res.Resource.State)
+			to := "removed (no longer in the config)"
+			if res.Resource != nil {
+				to = string(res.Resource.State)
+			}
+			e.log.Info("lease expired", "lease", l.ID, "resource", l.Resource, "owner", l.Owner, "to", to)
 			if res.Handoff != nil {
 				e.wake(res.Handoff.RequestID)
 			}

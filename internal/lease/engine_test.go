@@ -436,3 +436,54 @@ func TestEventsLongPoll(t *testing.T) {
 		t.Fatal("event long poll did not wake")
 	}
 }
+
+func TestCancelDuringLongPollDoesNotRequeue(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.acquire(t, lease.AcquireParams{})
+	ch := f.goAcquire(ctx, "w", lease.AcquireParams{Wait: time.Minute, RequestID: "r1"})
+	f.waitQueued(t, 1)
+	if err := f.eng.CancelRequest(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Minute)
+	o := recv(t, ch)
+	wantCode(t, o.err, berth.EExhausted, "")
+	_, err := f.eng.Request(ctx, "r1")
+	wantCode(t, err, berth.ENotFound, "")
+}
+
+func TestLeasePastExpiryReadsExpired(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	l := f.acquire(t, lease.AcquireParams{}).Lease
+	f.clock.Advance(ttl)
+	got, err := f.eng.Lease(ctx, l.ID)
+	if err != nil || got.Status != berth.LeaseExpired {
+		t.Fatalf("lease past expiry, before the reaper = %+v, %v; want expired", got, err)
+	}
+	_, err = f.eng.Release(ctx, lease.ReleaseParams{ID: l.ID})
+	wantCode(t, err, berth.ELeaseLost, "")
+}
+
+// TestReapRetiringResource expires a lease on a resource that left the
+// config while leased: the resource goes, and the reaper carries on.
+func TestReapRetiringResource(t *testing.T) {
+	f := newFixture(t, vmPool(2))
+	ctx := context.Background()
+	l := f.acquire(t, lease.AcquireParams{}).Lease
+	keep := vmPool(2)
+	keep.Resources = []store.ResourceSpec{{Name: "vm-2"}}
+	if l.Resource == "vm-2" {
+		keep.Resources = []store.ResourceSpec{{Name: "vm-1"}}
+	}
+	if _, err := f.eng.SyncPools(ctx, []lease.Pool{keep}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(ttl)
+	if n, err := f.eng.ReapOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("ReapOnce = %d, %v", n, err)
+	}
+	_, err := f.eng.Resource(ctx, l.Resource)
+	wantCode(t, err, berth.ENotFound, "")
+}

@@ -64,6 +64,11 @@ func (e *Engine) Lease(ctx context.Context, id string) (*berth.Lease, error) {
 	if err != nil {
 		return nil, e.leaseError(ctx, id, err)
 	}
+	if l.Status == berth.LeaseActive && !e.clock.Now().Before(l.ExpiresAt) {
+		// Past its expiry the lease is lost, whether or not the reaper
+		// has got to it yet; say so rather than "active".
+		l.Status = berth.LeaseExpired
+	}
 	return l, nil
 }
 

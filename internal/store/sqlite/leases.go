@@ -78,6 +78,8 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 				return fmt.Errorf("find lease of request: %w", err)
 			case l.Type != p.Type:
 				return berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, l.Type, p.Type)
+			case l.Owner != p.Owner:
+				return berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
 			case l.ExpiresAt.After(t):
 				if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
 					if _, err := tx.ExecContext(ctx, "UPDATE leases SET expires_at = ? WHERE token = ?", nanos(exp), l.Token); err != nil {
@@ -210,14 +212,17 @@ func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.T
 		exp, created int64
 		prio         int
 	)
-	err := tx.QueryRowContext(ctx, "SELECT seq, type, priority, created_at, expires_at FROM requests WHERE id = ?", p.RequestID).
-		Scan(&seq, &typ, &prio, &created, &exp)
+	var owner string
+	err := tx.QueryRowContext(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = ?", p.RequestID).
+		Scan(&seq, &typ, &owner, &prio, &created, &exp)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return nil, fmt.Errorf("find request: %w", err)
 	case typ != p.Type:
 		return nil, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
+	case owner != p.Owner:
+		return nil, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
 	case exp > nanos(t):
 		// Still in the queue: keep the place, extend the hold on it.
 		if nanos(p.WaitUntil) > exp {
@@ -368,7 +373,9 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	err := s.tx(ctx, func(tx *wtx) error {
 		*res = store.LeaseReleaseResult{}
 		status := berth.LeaseReleased
-		q := "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL RETURNING " + leaseColumns
+		// A lease past its expiry is lost: only the reaper ends it, as
+		// expired, so that the record says what happened.
+		q := "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at > ?1 RETURNING " + leaseColumns
 		if p.Expired {
 			status = berth.LeaseExpired
 			// Only if still past its expiry: a heartbeat may have won.
@@ -380,7 +387,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			if err != nil {
 				return err
 			}
-			if l.Status == berth.LeaseActive {
+			if l.Status == berth.LeaseActive && p.Expired {
 				return errLeaseActive
 			}
 			res.Lease = l
@@ -415,7 +422,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			}
 			return ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 				Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token,
-				Message: "lease " + reason + "; resource removed from the pool (no longer in the config)"})
+				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool (no longer in the config); "+p.Reason, "; ")})
 		}
 		if err := ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason}); err != nil {

@@ -247,6 +247,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		if err != nil {
 			return err
 		}
+		var added []newResource
 		seen := map[string]bool{}
 		for _, pool := range p.Pools {
 			janitor := pool.Janitor
@@ -260,33 +261,32 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 				seen[spec.Name] = true
 				h, ok := existing[spec.Name]
 				if !ok {
-					if _, err := tx.ExecContext(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels)
-						VALUES (?, ?, 'free', ?, ?, ?)`, spec.Name, pool.Type, nanos(t), mustJSON(spec.UserData), mustJSON(spec.Labels)); err != nil {
-						return fmt.Errorf("insert resource %s: %w", spec.Name, err)
-					}
-					res.Added = append(res.Added, spec.Name)
-					if err := ev.write(&berth.Event{Time: t, Resource: spec.Name, Type: pool.Type, Kind: berth.EventConfig,
-						To: string(berth.StateFree), Reason: "added", Actor: p.Actor}); err != nil {
-						return err
-					}
-					if waiting[pool.Type] {
-						r, err := resourceGet(ctx, tx, spec.Name)
-						if err != nil {
-							return err
-						}
-						h, err := handoff(ctx, tx, r, t, pool.LeaseTTL, p.Actor)
-						if err != nil {
-							return err
-						}
-						if h != nil {
-							res.Handoffs = append(res.Handoffs, *h)
-						}
-					}
+					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
 					continue
 				}
 				if err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.leased, h.retiring, t, p.Actor); err != nil {
 					return err
 				}
+			}
+		}
+		if err := insertResources(ctx, tx, added, t, p.Actor); err != nil {
+			return err
+		}
+		for _, a := range added {
+			res.Added = append(res.Added, a.spec.Name)
+			if !waiting[a.typ] {
+				continue
+			}
+			r, err := resourceGet(ctx, tx, a.spec.Name)
+			if err != nil {
+				return err
+			}
+			h, err := handoff(ctx, tx, r, t, a.ttl, p.Actor)
+			if err != nil {
+				return err
+			}
+			if h != nil {
+				res.Handoffs = append(res.Handoffs, *h)
 			}
 		}
 		for name, h := range existing {
@@ -382,4 +382,42 @@ func typesWithRequests(ctx context.Context, tx *wtx) (map[string]bool, error) {
 		out[t] = true
 	}
 	return out, rows.Err()
+}
+
+type newResource struct {
+	spec store.ResourceSpec
+	typ  string
+	ttl  time.Duration
+}
+
+// insertResources adds resources and their "added" events a hundred rows
+// to a statement: a first start with 100,000 resources must not take
+// 200,000 statements.
+func insertResources(ctx context.Context, tx *wtx, rs []newResource, t time.Time, actor string) error {
+	const chunk = 100
+	for len(rs) > 0 {
+		n := min(chunk, len(rs))
+		part := rs[:n]
+		rs = rs[n:]
+		res := make([]any, 0, n*5)
+		evs := make([]any, 0, n*6)
+		for _, r := range part {
+			res = append(res, r.spec.Name, r.typ, nanos(t), mustJSON(r.spec.UserData), mustJSON(r.spec.Labels))
+			evs = append(evs, nanos(t), r.spec.Name, r.typ, string(berth.EventConfig), string(berth.StateFree), actor)
+		}
+		// Unprepared: these run at start-up, in chunks of varying size.
+		q := "INSERT INTO resources (name, type, state, state_changed_at, user_data, labels) VALUES " + rows("(?, ?, 'free', ?, ?, ?)", n)
+		if _, err := tx.w.conn.ExecContext(ctx, q, res...); err != nil {
+			return fmt.Errorf("insert resources: %w", err)
+		}
+		q = "INSERT INTO events (time, resource, type, kind, to_state, reason, actor) VALUES " + rows("(?, ?, ?, ?, ?, 'added', ?)", n)
+		if _, err := tx.w.conn.ExecContext(ctx, q, evs...); err != nil {
+			return fmt.Errorf("record added resources: %w", err)
+		}
+	}
+	return nil
+}
+
+func rows(tuple string, n int) string {
+	return strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", ")
 }

@@ -51,6 +51,7 @@ type Store struct {
 	w  *sql.DB // the one writer connection, owned by wr
 	wr *writer
 	r  *sql.DB // readers
+	cp *checkpointer
 }
 
 var _ store.Store = (*Store)(nil)
@@ -115,12 +116,71 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
 	s.r = r
+
+	cpdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: open checkpointer: %w", err)
+	}
+	cpdb.SetMaxOpenConns(1)
+	s.cp = startCheckpointer(cpdb)
+	if err := s.tx(ctx, func(tx *wtx) error {
+		_, err := tx.w.conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0")
+		return err
+	}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	s.wr.kick = s.cp.kick
 	return s, nil
 }
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.wr.close(), s.w.Close())
+	var errs []error
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	errs = append(errs, s.wr.close(), s.w.Close())
+	if s.cp != nil {
+		errs = append(errs, s.cp.close())
+	}
+	return errors.Join(errs...)
+}
+
+// checkpointer copies the WAL back into the database file in the
+// background, when the writer says enough has been written.
+type checkpointer struct {
+	db   *sql.DB
+	kick chan struct{}
+	quit chan struct{}
+	done chan struct{}
+}
+
+func startCheckpointer(db *sql.DB) *checkpointer {
+	c := &checkpointer{db: db, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case <-c.quit:
+				return
+			case <-c.kick:
+				// PASSIVE never blocks the writer or readers. A failure
+				// only means the WAL grows until the next attempt.
+				_, _ = c.db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+			}
+		}
+	}()
+	return c
+}
+
+func (c *checkpointer) close() error {
+	close(c.quit)
+	<-c.done
+	// A last full checkpoint leaves a small WAL for the next start.
+	_, err := c.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return errors.Join(err, c.db.Close())
 }
 
 // Ping checks that the database answers a query.

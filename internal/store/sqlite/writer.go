@@ -11,6 +11,12 @@ import (
 // maxBatch bounds how many writes share one commit.
 const maxBatch = 128
 
+// checkpointEvery is how many commits pass between checkpoints. The writer
+// never checkpoints itself (that would stall every caller behind it for
+// the checkpoint's writes and fsync); a checkpointer on its own connection
+// copies the WAL back into the database while writes go on.
+const checkpointEvery = 200
+
 // errClosed is returned for writes after Close.
 var errClosed = errors.New("sqlite: store is closed")
 
@@ -21,12 +27,16 @@ var errClosed = errors.New("sqlite: store is closed")
 // holds its write has succeeded, so the group changes how often berth
 // commits, never what it acknowledges. Alone, a write commits at once.
 type writer struct {
-	conn  *sql.Conn
-	ops   chan *op
-	quit  chan struct{}
-	done  chan struct{}
-	once  sync.Once
-	stmts map[string]*sql.Stmt
+	conn *sql.Conn
+	// commits counts commits since the last checkpoint kick; kick, if
+	// set, is told every checkpointEvery commits.
+	commits int
+	kick    chan struct{}
+	ops     chan *op
+	quit    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	stmts   map[string]*sql.Stmt
 }
 
 type op struct {
@@ -141,6 +151,14 @@ func (w *writer) run(batch []*op) {
 			o.err <- errs[i]
 		}
 		return
+	}
+	w.commits++
+	if w.kick != nil && w.commits >= checkpointEvery {
+		w.commits = 0
+		select {
+		case w.kick <- struct{}{}:
+		default: // one is pending already
+		}
 	}
 	for i, o := range live {
 		o.err <- errs[i]

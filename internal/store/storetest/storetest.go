@@ -313,10 +313,21 @@ func testAcquireIdempotent(t *testing.T, s store.Store) {
 	if r := get(t, s, "vm-2"); r.State != berth.StateFree {
 		t.Fatalf("retried acquire took a second resource")
 	}
-	// The same request id for another type is a caller mistake.
+	// The same request id for another type, or by another owner, is a
+	// caller mistake, never a way to get someone else's lease.
 	_, err := s.LeaseAcquire(context.Background(), &store.LeaseAcquireParams{Type: "other", Owner: "job", RequestID: "req-1", LeaseTTL: ttl, Now: t0})
 	if berth.ErrorCodeOf(err) != berth.EInvalid {
 		t.Fatalf("request id reused for another type: %v, want an EInvalid error", err)
+	}
+	_, err = s.LeaseAcquire(context.Background(), &store.LeaseAcquireParams{Type: "vm", Owner: "thief", RequestID: "req-1", LeaseTTL: ttl, Now: t0})
+	if berth.ErrorCodeOf(err) != berth.EInvalid {
+		t.Fatalf("request id reused by another owner: %v, want an EInvalid error", err)
+	}
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "queued", wait: true})
+	_, err = s.LeaseAcquire(context.Background(), &store.LeaseAcquireParams{Type: "vm", Owner: "thief", RequestID: "queued", Wait: true, WaitUntil: at(time.Hour), LeaseTTL: ttl, Now: t0})
+	if berth.ErrorCodeOf(err) != berth.EInvalid {
+		t.Fatalf("queued request id reused by another owner: %v, want an EInvalid error", err)
 	}
 }
 
@@ -391,7 +402,7 @@ func testHandoffOrder(t *testing.T, s store.Store) {
 			t.Fatalf("resource after handoff = %+v", rel.Resource)
 		}
 		// The waiter claims its lease by acquiring with its request id.
-		got := mustLease(t, acquire(t, s, acq{typ: "vm", requestID: want, wait: true, now: now}))
+		got := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "owner-" + want, requestID: want, wait: true, now: now}))
 		if got.ID != rel.Handoff.LeaseID || got.Token <= l.Token {
 			t.Fatalf("claim got %+v, want lease %s with a larger token than %d", got, rel.Handoff.LeaseID, l.Token)
 		}
@@ -484,6 +495,20 @@ func testReleaseTwice(t *testing.T, s store.Store) {
 	}
 	if _, err := s.LeaseHeartbeat(context.Background(), &store.LeaseHeartbeatParams{ID: l.ID, Now: at(3 * time.Second)}); !errors.Is(err, store.ErrLeaseEnded) {
 		t.Fatalf("heartbeat after release: %v, want ErrLeaseEnded", err)
+	}
+	// Past its expiry a lease cannot be released as if it were still held:
+	// it is lost, and only the reaper ends it, as expired.
+	l2 := mustLease(t, acquire(t, s, acq{typ: "vm", now: at(10 * time.Second)}))
+	_, err = s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: l2.ID, To: berth.StateFree, Now: l2.ExpiresAt})
+	if !errors.Is(err, store.ErrLeaseEnded) {
+		t.Fatalf("release at expiry: %v, want ErrLeaseEnded", err)
+	}
+	if r := get(t, s, l2.Resource); r.LeaseID != l2.ID {
+		t.Fatalf("a refused release changed the resource: %+v", r)
+	}
+	res, err = s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: l2.ID, To: berth.StateFree, Expired: true, Now: l2.ExpiresAt})
+	if err != nil || res.Lease.Status != berth.LeaseExpired {
+		t.Fatalf("expiring = %+v, %v", res, err)
 	}
 }
 

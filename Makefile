@@ -1,0 +1,51 @@
+# berth — make help lists the targets.
+SHELL := /bin/bash
+GO ?= go
+STATICCHECK_VERSION ?= 2026.2.2
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X github.com/berth-ci/berth/internal/buildinfo.Version=$(VERSION) \
+	-X github.com/berth-ci/berth/internal/buildinfo.Commit=$(COMMIT) \
+	-X github.com/berth-ci/berth/internal/buildinfo.BuildTime=$(BUILD_TIME)
+
+.PHONY: help tools build demo test lint vet fmt-check staticcheck unit bench bench-matrix clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+tools: ## install the linters the tests use (from the Go module proxy)
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+build: ## build bin/berth with version information
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/berth ./cmd/berth
+
+demo: ## run a throw-away broker with demo pools on 127.0.0.1:7420
+	$(GO) run ./cmd/berth serve --demo
+
+test: lint unit ## everything CI checks: formatting, vet, staticcheck, all tests with the race detector
+
+unit: ## all tests with the race detector
+	$(GO) test -race -count=1 ./...
+
+lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	@PATH="$$PATH:$$($(GO) env GOPATH)/bin"; command -v staticcheck >/dev/null || $(MAKE) tools
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" staticcheck ./...
+
+bench: ## Go benchmarks of the store and the API
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/store/sqlite/ ./internal/api/
+
+bench-matrix: build ## berth bench against a real server: pools of 100, 10k, 100k at concurrency 1, 16, 64, and handoff
+	./scripts/bench-matrix.sh bin/berth
+
+clean: ## remove build output
+	rm -rf bin
