@@ -319,7 +319,7 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 				// Either served between the timer and now (claim it), or
 				// cancelled (do not queue it again).
 				claim := *sp
-				claim.Now, claim.Wait = e.clock.Now(), false
+				claim.Now, claim.Wait, claim.ClaimOnly = e.clock.Now(), false, true
 				res, err := e.store.LeaseAcquire(ctx, &claim)
 				if err != nil {
 					return nil, storeError(err)

@@ -440,10 +440,15 @@ func TestEventsLongPoll(t *testing.T) {
 func TestCancelDuringLongPollDoesNotRequeue(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.acquire(t, lease.AcquireParams{})
+	held := f.acquire(t, lease.AcquireParams{}).Lease
 	ch := f.goAcquire(ctx, "w", lease.AcquireParams{Wait: time.Minute, RequestID: "r1"})
 	f.waitQueued(t, 1)
 	if err := f.eng.CancelRequest(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	// Even with a resource free when the poll ends, a cancelled request
+	// takes nothing.
+	if _, err := f.eng.Release(ctx, lease.ReleaseParams{ID: held.ID}); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(time.Minute)
@@ -451,6 +456,9 @@ func TestCancelDuringLongPollDoesNotRequeue(t *testing.T) {
 	wantCode(t, o.err, berth.EExhausted, "")
 	_, err := f.eng.Request(ctx, "r1")
 	wantCode(t, err, berth.ENotFound, "")
+	if r, _ := f.eng.Resource(ctx, held.Resource); r.State != berth.StateFree {
+		t.Fatalf("a cancelled request took %s", r.Name)
+	}
 }
 
 func TestLeasePastExpiryReadsExpired(t *testing.T) {

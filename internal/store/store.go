@@ -117,6 +117,10 @@ type LeaseAcquireParams struct {
 	RequestID string
 	// Wait queues the request when nothing is free instead of failing.
 	Wait bool
+	// ClaimOnly only returns a live lease already granted to RequestID
+	// (a handoff, or an earlier acquire); it takes nothing and queues
+	// nothing.
+	ClaimOnly bool
 	// WaitUntil is how long a queued request keeps its place without
 	// another poll.
 	WaitUntil time.Time

@@ -68,10 +68,12 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		if p.RequestID != "" {
 			// A retry of an acquire that succeeded, or a waiter coming for
 			// the resource it was handed: give it the same lease.
-			// At most one lease of a request is active at a time. (No ORDER
-			// BY: it would make SQLite walk the table in token order.)
+			// At most one lease of a request is live (active and not past
+			// its expiry) at a time; an expired one the reaper has not
+			// ended yet must not hide a newer one. (No ORDER BY: it would
+			// make SQLite walk the table in token order.)
 			l, err := scanLease(tx.QueryRowContext(ctx, "SELECT "+leaseColumns+
-				" FROM leases WHERE request_id = ? AND ended_at IS NULL LIMIT 1", p.RequestID))
+				" FROM leases WHERE request_id = ?1 AND ended_at IS NULL AND expires_at > ?2 LIMIT 1", p.RequestID, nanos(t)))
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 			case err != nil:
@@ -80,7 +82,7 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 				return berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, l.Type, p.Type)
 			case l.Owner != p.Owner:
 				return berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
-			case l.ExpiresAt.After(t):
+			default:
 				if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
 					if _, err := tx.ExecContext(ctx, "UPDATE leases SET expires_at = ? WHERE token = ?", nanos(exp), l.Token); err != nil {
 						return fmt.Errorf("claim lease: %w", err)
@@ -94,6 +96,9 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 				res.Lease, res.Resource = l, r
 				return nil
 			}
+		}
+		if p.ClaimOnly {
+			return nil
 		}
 		id := rand.Text()
 		r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)

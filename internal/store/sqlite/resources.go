@@ -272,8 +272,45 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		if err := insertResources(ctx, tx, added, t, p.Actor); err != nil {
 			return err
 		}
+		// A pool without a janitor has nothing that would ever clean a
+		// dirty resource (one left by an earlier config): free it rather
+		// than let it leave the pool silently.
+		for _, pool := range p.Pools {
+			if pool.Janitor != "" && pool.Janitor != "none" {
+				continue
+			}
+			rows, err := tx.QueryContext(ctx, `UPDATE resources SET state = 'free', state_reason = '', state_changed_at = ?
+				WHERE type = ? AND state = 'dirty' AND lease_id IS NULL RETURNING name`, nanos(t), pool.Type)
+			if err != nil {
+				return fmt.Errorf("free dirty resources of %s: %w", pool.Type, err)
+			}
+			var freed []string
+			for rows.Next() {
+				var n string
+				if err := rows.Scan(&n); err != nil {
+					rows.Close()
+					return err
+				}
+				freed = append(freed, n)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			for _, n := range freed {
+				if err := ev.write(&berth.Event{Time: t, Resource: n, Type: pool.Type, Kind: berth.EventConfig, From: string(berth.StateDirty),
+					To: string(berth.StateFree), Reason: "no janitor", Actor: p.Actor, Message: "the pool has no janitor to clean it"}); err != nil {
+					return err
+				}
+				if waiting[pool.Type] {
+					added = append(added, newResource{spec: store.ResourceSpec{Name: n}, typ: pool.Type, ttl: pool.LeaseTTL, freed: true})
+				}
+			}
+		}
 		for _, a := range added {
-			res.Added = append(res.Added, a.spec.Name)
+			if !a.freed {
+				res.Added = append(res.Added, a.spec.Name)
+			}
 			if !waiting[a.typ] {
 				continue
 			}
@@ -388,6 +425,8 @@ type newResource struct {
 	spec store.ResourceSpec
 	typ  string
 	ttl  time.Duration
+	// freed: not new, but made free by this sync; it may go to a waiter.
+	freed bool
 }
 
 // insertResources adds resources and their "added" events a hundred rows

@@ -38,6 +38,9 @@ func Run(t *testing.T, newStore Factory) {
 		{"AcquireExhausted", testAcquireExhausted},
 		{"AcquireSelector", testAcquireSelector},
 		{"AcquireIdempotent", testAcquireIdempotent},
+		{"AcquireIdempotentAfterExpiry", testAcquireIdempotentAfterExpiry},
+		{"ClaimOnlyTakesNothing", testClaimOnly},
+		{"SyncFreesDirtyWithoutJanitor", testSyncFreesDirty},
 		{"QueuePositions", testQueuePositions},
 		{"QueueKeepsPlace", testQueueKeepsPlace},
 		{"QueueExpiredLosesPlace", testQueueExpiredLosesPlace},
@@ -673,5 +676,42 @@ func testNotFound(t *testing.T, s store.Store) {
 	}
 	if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: "nope", To: berth.StateFree}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("LeaseRelease: %v", err)
+	}
+}
+
+// testAcquireIdempotentAfterExpiry: once a request's lease has expired
+// (reaped or not), the same request id gets one new lease, and retries of
+// that get the new one, not another resource.
+func testAcquireIdempotentAfterExpiry(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(3, "vm-")...))
+	old := mustLease(t, acquire(t, s, acq{typ: "vm", requestID: "rq"}))
+	later := old.ExpiresAt.Add(time.Second)
+	l1 := mustLease(t, acquire(t, s, acq{typ: "vm", requestID: "rq", now: later}))
+	l2 := mustLease(t, acquire(t, s, acq{typ: "vm", requestID: "rq", now: later}))
+	if l1.ID == old.ID || l2.ID != l1.ID {
+		t.Fatalf("after expiry: %s then %s (old %s); want one new lease, then the same again", l1.ID, l2.ID, old.ID)
+	}
+}
+
+func testClaimOnly(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	res, err := s.LeaseAcquire(context.Background(), &store.LeaseAcquireParams{Type: "vm", Owner: "job", RequestID: "gone",
+		ClaimOnly: true, Wait: true, WaitUntil: at(time.Hour), LeaseTTL: ttl, Now: t0})
+	if err != nil || res.Lease != nil || res.Request != nil {
+		t.Fatalf("claim without a grant = %+v, %v; want nothing", res, err)
+	}
+	if r := get(t, s, "vm-1"); r.State != berth.StateFree {
+		t.Fatalf("a claim took a free resource: %+v", r)
+	}
+}
+
+func testSyncFreesDirty(t *testing.T, s store.Store) {
+	sync(t, s, t0, store.PoolPolicy{Type: "vm", LeaseTTL: ttl, Janitor: "external", Resources: names(1, "vm-")})
+	l := mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	release(t, s, l.ID, berth.StateDirty, at(time.Second))
+	acquire(t, s, acq{typ: "vm", requestID: "w", wait: true, now: at(2 * time.Second), waitUntil: at(time.Hour)})
+	res := sync(t, s, at(3*time.Second), pool("vm", names(1, "vm-")...))
+	if len(res.Added) != 0 || len(res.Handoffs) != 1 || res.Handoffs[0].RequestID != "w" {
+		t.Fatalf("sync = %+v; want the dirty resource freed and handed to the waiter", res)
 	}
 }
