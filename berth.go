@@ -38,12 +38,14 @@ const (
 )
 
 // Health is the last known reachability of a resource with the reason for it.
+// Every field is always written (times as null until a probe ran), as
+// DESIGN.md lists them.
 type Health struct {
 	Status             HealthStatus `json:"status"`
-	Reason             string       `json:"reason,omitempty"`
-	Message            string       `json:"message,omitempty"`
-	LastProbeTime      *time.Time   `json:"lastProbeTime,omitempty"`
-	LastTransitionTime *time.Time   `json:"lastTransitionTime,omitempty"`
+	Reason             string       `json:"reason"`
+	Message            string       `json:"message"`
+	LastProbeTime      *time.Time   `json:"lastProbeTime"`
+	LastTransitionTime *time.Time   `json:"lastTransitionTime"`
 }
 
 // Resource is one leasable thing of a type.

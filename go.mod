@@ -1,12 +1,13 @@
 module github.com/berth-ci/berth
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/jonboulle/clockwork v0.5.0
 	github.com/spf13/cobra v1.10.2
 	go.uber.org/goleak v1.3.0
 	go.yaml.in/yaml/v3 v3.0.6
+	golang.org/x/term v0.47.0
 	modernc.org/sqlite v1.61.1
 )
 

@@ -348,6 +348,11 @@ func (c *Client) attempt(ctx context.Context, base string, r *request) (*respons
 		if int64(len(b)) > limit {
 			return nil, -1, &permanentError{fmt.Errorf("the answer of %s is larger than %d bytes", u, limit)}
 		}
+		if len(b) == 0 && resp.StatusCode != http.StatusNoContent {
+			// A server cut off mid-answer (stopping, crashing) can leave
+			// an empty 2xx; every berth answer but a 204 has a body.
+			return nil, -1, fmt.Errorf("empty %s answer from %s", resp.Status, u)
+		}
 		return &response{status: resp.StatusCode, body: b}, -1, nil
 	}
 	if int64(len(b)) > limit {

@@ -252,6 +252,7 @@ func TestBadInput(t *testing.T) {
 		{"bad since", "GET", "/v1/events?since=yesterday", "", "", 400, berth.EInvalid, "since"},
 		{"bad after", "GET", "/v1/events?after=x", "", "", 400, berth.EInvalid, "after"},
 		{"bad wait query", "GET", "/v1/events?wait=1y", "", "", 400, berth.EInvalid, "wait"},
+		{"malformed query", "GET", "/v1/events?since=%zz", "", "", 400, berth.EInvalid, ""},
 		{"bad order", "GET", "/v1/events?order=random", "", "", 400, berth.EInvalid, "order"},
 		{"bad name", "GET", "/v1/resources?type=a%20b", "", "", 400, berth.EInvalid, "type"},
 		{"wrong method", "DELETE", "/v1/leases", "", "", 405, berth.EMethod, ""},

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"sort"
 	"strconv"
@@ -20,6 +22,9 @@ import (
 // MaxBodyBytes bounds every request body.
 const MaxBodyBytes = 1 << 20
 
+// bodyReadTimeout bounds how long reading a request body may take.
+const bodyReadTimeout = 30 * time.Second
+
 // decodeJSON reads exactly one JSON object into v, rejecting unknown
 // fields, trailing data and bodies over MaxBodyBytes, with errors that name
 // the field at fault. An empty body decodes as {} when allowEmpty.
@@ -30,8 +35,18 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 			return &berth.Error{Code: berth.EInvalid, Field: "Content-Type", Message: fmt.Sprintf("must be application/json, not %q", ct)}
 		}
 	}
+	// A body must arrive promptly; a client that promises more than it
+	// sends must not hold the connection. (Not http.Server.ReadTimeout: that
+	// would also cut long polls, which legitimately outlast it.)
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return berth.Errorf(berth.EInvalid, "request body did not arrive within %s", bodyReadTimeout)
+		}
 		return jsonError(err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -146,7 +161,14 @@ type query struct {
 }
 
 func newQuery(r *http.Request, allowed ...string) *query {
-	q := &query{vals: r.URL.Query()}
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	q := &query{vals: vals}
+	if err != nil {
+		// r.URL.Query() would drop the broken part silently, and with it
+		// a filter the caller meant to apply.
+		q.err = berth.Errorf(berth.EInvalid, "query string is malformed: %v", err)
+		return q
+	}
 	ok := map[string]bool{}
 	for _, a := range allowed {
 		ok[a] = true

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/client"
@@ -78,8 +80,12 @@ func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.Acqui
 	child := exec.Command(argv[0], argv[1:]...)
 	child.Env = append(os.Environ(), leaseEnv(h.Lease(), r)...)
 	child.Stdin, child.Stdout, child.Stderr = e.stdin, e.stdout, e.stderr
-	// Its own process group, so that stopping it stops what it started.
-	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that stopping it stops what it started —
+	// unless it runs on a terminal, where a background group would be
+	// stopped the moment it reads input (and ^C reaches the group anyway).
+	if !isTerminal(e.stdin) {
+		child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	if err := child.Start(); err != nil {
 		release(berth.ReleaseFree) // never used
 		return &exitError{code: 127, err: fmt.Errorf("cannot start %s: %w", argv[0], err)}
@@ -87,15 +93,22 @@ func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.Acqui
 	done := make(chan error, 1)
 	go func() { done <- child.Wait() }()
 
+	signalChild := func(sig syscall.Signal) {
+		if child.SysProcAttr != nil && child.SysProcAttr.Setpgid {
+			_ = syscall.Kill(-child.Process.Pid, sig)
+		} else {
+			_ = child.Process.Signal(sig)
+		}
+	}
 	stop := func() error {
-		_ = syscall.Kill(-child.Process.Pid, syscall.SIGTERM)
+		signalChild(syscall.SIGTERM)
 		t := time.NewTimer(killGrace)
 		defer t.Stop()
 		select {
 		case err := <-done:
 			return err
 		case <-t.C:
-			_ = syscall.Kill(-child.Process.Pid, syscall.SIGKILL)
+			signalChild(syscall.SIGKILL)
 			return <-done
 		}
 	}
@@ -171,4 +184,11 @@ func brokerMessage(err error) string {
 		return oneLine(be.Message)
 	}
 	return oneLine(fmt.Sprint(err))
+}
+
+// isTerminal reports whether r is a terminal (not merely a character
+// device: /dev/null, CI's usual stdin, is one too).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

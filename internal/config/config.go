@@ -194,7 +194,7 @@ func Parse(b []byte) (*Config, error) {
 			ps = append(ps, p)
 		}
 		for _, p := range c.Validate() {
-			if !bad[p.Path] && !strings.HasSuffix(p.Message, "is required") {
+			if !overlaps(bad, p.Path) {
 				p.Line = idx.lineOf(p.Path)
 				ps = append(ps, p)
 			}
@@ -336,4 +336,20 @@ func (c *Config) EnginePools() []lease.Pool {
 		out = append(out, lp)
 	}
 	return out
+}
+
+// overlaps reports whether path is, contains or lies inside a path that
+// already has a problem: a field that failed to decode also looks empty or
+// wrong to Validate, and saying so twice helps nobody.
+func overlaps(bad map[string]bool, path string) bool {
+	for b := range bad {
+		if b == "" {
+			continue
+		}
+		if path == b || strings.HasPrefix(path, b+".") || strings.HasPrefix(path, b+"[") ||
+			strings.HasPrefix(b, path+".") || strings.HasPrefix(b, path+"[") {
+			return true
+		}
+	}
+	return false
 }

@@ -62,6 +62,7 @@ func TestProblems(t *testing.T) {
 		{"bad label", "pools:\n  - type: vm\n    resources:\n      - name: a\n        labels: {\"x y\": z}\n", []string{`line 5: pools[0].resources[0].labels: "x y" is not a valid label key`}},
 		{"user data list", "pools:\n  - type: vm\n    resources:\n      - name: a\n        userData: {k: [1]}\n", []string{`line 5: pools[0].resources[0].userData.k: value of "k" must be a string`}},
 		{"generate count", "pools:\n  - type: vm\n    generate: {prefix: x-, count: 0}\n", []string{"line 3: pools[0].generate.count: must be between 1 and"}},
+		{"type error and a missing field", "pools:\n  - type: vm\n    leaseTTL: 10\n  - leaseTTL: 1m\n", []string{"line 3: pools[0].leaseTTL", "line 4: pools[1].type: is required"}},
 		{"two problems", "pools:\n  - type: vm\n    leaseTTL: 0.1s\n  - type: vm\n", []string{"line 3: pools[0].leaseTTL", "line 4: pools[1].type"}},
 	}
 	for _, c := range cases {

@@ -208,14 +208,14 @@ func TestServeRefusesBadStartWithOneLine(t *testing.T) {
 		want string
 	}{
 		{[]string{"serve", "--config", bad, "--data", dir}, "pools[0].leaseTTL"},
-		{[]string{"serve", "--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
-		{[]string{"serve"}, "--config"},
-		{[]string{"serve", "--demo", "--config", good}, "exclude"},
+		{[]string{"serve", "--config", filepath.Join(dir, "missing.yaml"), "--listen", "127.0.0.1:0"}, "missing.yaml"},
+		{[]string{"serve", "--listen", "127.0.0.1:0"}, "--config"},
+		{[]string{"serve", "--demo", "--config", good, "--listen", "127.0.0.1:0"}, "exclude"},
 		{[]string{"serve", "--config", good, "--data", filepath.Join(dir, "d2"), "--listen", strings.TrimPrefix(taken.URL, "http://")}, "address already in use"},
-		{[]string{"serve", "--config", good, "--data", filepath.Join(notDir, "sub")}, "data directory"},
-		{[]string{"serve", "--config", good, "--store", "postgres://localhost/berth"}, "postgres stores are not supported"},
-		{[]string{"serve", "--config", good, "--data", dir, "--sqlite-sync", "sometimes"}, "--sqlite-sync"},
-		{[]string{"serve", "--config", good, "--data", dir, "--log-format", "xml"}, "--log-format"},
+		{[]string{"serve", "--config", good, "--data", filepath.Join(notDir, "sub"), "--listen", "127.0.0.1:0"}, "data directory"},
+		{[]string{"serve", "--config", good, "--store", "postgres://localhost/berth", "--listen", "127.0.0.1:0"}, "postgres stores are not supported"},
+		{[]string{"serve", "--config", good, "--data", dir, "--sqlite-sync", "sometimes", "--listen", "127.0.0.1:0"}, "--sqlite-sync"},
+		{[]string{"serve", "--config", good, "--data", dir, "--log-format", "xml", "--listen", "127.0.0.1:0"}, "--log-format"},
 	} {
 		out, errOut, code := runCLI(t, "", nil, c.args...)
 		if code != 2 {

@@ -66,6 +66,12 @@ type Engine struct {
 	grace   time.Duration
 	maxPoll time.Duration
 
+	// draining is closed when the server shuts down: long polls answer at
+	// once with their place in line, so the caller re-polls elsewhere (or
+	// after the restart) and keeps that place.
+	draining  chan struct{}
+	drainOnce sync.Once
+
 	mu      sync.Mutex
 	pools   map[string]Pool
 	waiters map[string]*waiter
@@ -80,14 +86,15 @@ type waiter struct {
 // New returns an Engine with no pools; call SyncPools before serving.
 func New(opts Options) *Engine {
 	e := &Engine{
-		store:   opts.Store,
-		clock:   opts.Clock,
-		log:     opts.Logger,
-		grace:   opts.Grace,
-		maxPoll: opts.MaxPoll,
-		pools:   map[string]Pool{},
-		waiters: map[string]*waiter{},
-		changed: make(chan struct{}),
+		store:    opts.Store,
+		clock:    opts.Clock,
+		log:      opts.Logger,
+		grace:    opts.Grace,
+		maxPoll:  opts.MaxPoll,
+		pools:    map[string]Pool{},
+		waiters:  map[string]*waiter{},
+		changed:  make(chan struct{}),
+		draining: make(chan struct{}),
 	}
 	if e.clock == nil {
 		e.clock = clockwork.NewRealClock()
@@ -333,10 +340,34 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 				return nil, storeError(err)
 			}
 			return &AcquireResult{Request: req}, nil
+		case <-e.draining:
+			req, err := e.store.RequestGet(ctx, &store.RequestGetParams{ID: p.RequestID, Now: e.clock.Now()})
+			if err == nil {
+				return &AcquireResult{Request: req}, nil
+			}
+			// Served or cancelled meanwhile: the claim path sorts it out.
+			claim := *sp
+			claim.Now, claim.Wait, claim.ClaimOnly = e.clock.Now(), false, true
+			res, cerr := e.store.LeaseAcquire(ctx, &claim)
+			if cerr != nil {
+				return nil, storeError(cerr)
+			}
+			if res.Lease != nil {
+				return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
+			}
+			return nil, berth.Errorf(berth.EUnavailable, "berth is shutting down; acquire again")
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// Drain ends every long poll now and any started later, each answering
+// with what it has (a lease, or the request's place in line). The server
+// calls it when it begins to shut down, so that shutting down never leaves
+// a waiter without an answer.
+func (e *Engine) Drain() {
+	e.drainOnce.Do(func() { close(e.draining) })
 }
 
 func actorOr(actor, owner string) string {

@@ -495,3 +495,21 @@ func TestReapRetiringResource(t *testing.T) {
 	_, err := f.eng.Resource(ctx, l.Resource)
 	wantCode(t, err, berth.ENotFound, "")
 }
+
+// TestDrainAnswersLongPolls: when the server begins to shut down, every
+// long poll answers at once with its place, which it keeps.
+func TestDrainAnswersLongPolls(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.acquire(t, lease.AcquireParams{})
+	ch := f.goAcquire(ctx, "w", lease.AcquireParams{Wait: time.Hour, RequestID: "r1"})
+	f.waitQueued(t, 1)
+	f.eng.Drain()
+	o := recv(t, ch)
+	if o.err != nil || o.res.Request == nil || o.res.Request.ID != "r1" || o.res.Request.Position != 1 {
+		t.Fatalf("drained poll = %+v, %v; want its place", o.res, o.err)
+	}
+	if r, err := f.eng.Request(ctx, "r1"); err != nil || r.Position != 1 {
+		t.Fatalf("after drain: %+v, %v; want still in line", r, err)
+	}
+}

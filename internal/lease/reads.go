@@ -97,6 +97,8 @@ func (e *Engine) Events(ctx context.Context, p *EventListParams, wait time.Durat
 		case <-changed:
 		case <-timer:
 			return evs, nil
+		case <-e.draining:
+			return evs, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

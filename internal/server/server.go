@@ -139,7 +139,8 @@ func Run(ctx context.Context, opts Options) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Requests do not inherit ctx: on shutdown, long polls are ended by
+		// the engine with a real answer, not cut off with an empty one.
 	}
 
 	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
@@ -167,6 +168,7 @@ func Run(ctx context.Context, opts Options) error {
 		timeout = 10 * time.Second
 	}
 	log.Info("shutting down", "timeout", timeout)
+	eng.Drain()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

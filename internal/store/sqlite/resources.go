@@ -372,12 +372,10 @@ func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.Reso
 	maps.Copy(merged, spec.UserData)
 	newUD := mustJSON(merged)
 	newLabels := mustJSON(spec.Labels)
+	// A leased resource moves to its new pool at once: its lease keeps the
+	// TTL it was granted with and its own type, so the holder sees no
+	// change, and when it is released it goes to the new pool's waiters.
 	newType := typ
-	if leased && haveType != typ {
-		// Moving a leased resource to another pool would change the lease's
-		// policy under its holder; it moves once released (next restart).
-		newType = haveType
-	}
 	if newUD == mustJSON(ud) && newLabels == canonical(labels) && newType == haveType && !retiring {
 		return nil
 	}

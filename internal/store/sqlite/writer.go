@@ -128,7 +128,24 @@ func (w *writer) run(batch []*op) {
 		if len(live) == 1 {
 			errs[i] = call(o.fn, tx)
 		} else {
-			errs[i] = w.inSavepoint(tx, o.fn)
+			var lost error
+			errs[i], lost = w.inSavepoint(tx, o.fn)
+			if lost != nil {
+				// SQLite rolled the whole transaction back (disk full, I/O
+				// error): the writes before this one are gone too, and
+				// the ones after must not run outside a transaction.
+				aborted := fmt.Errorf("sqlite: write not committed: the transaction it shared was rolled back: %w", lost)
+				for j := range live {
+					if j != i {
+						errs[j] = aborted
+					}
+				}
+				_, _ = tx.exec("ROLLBACK")
+				for j, o := range live {
+					o.err <- errs[j]
+				}
+				return
+			}
 		}
 		if errs[i] == nil {
 			ok++
@@ -165,22 +182,27 @@ func (w *writer) run(batch []*op) {
 	}
 }
 
-// inSavepoint runs fn so that its failure undoes only its own writes.
-func (w *writer) inSavepoint(tx *wtx, fn func(*wtx) error) error {
+// inSavepoint runs fn so that its failure undoes only its own writes. lost
+// is set when the failure took the whole transaction with it (the
+// savepoint is gone), which the caller must treat as every write of the
+// batch failing.
+func (w *writer) inSavepoint(tx *wtx, fn func(*wtx) error) (err, lost error) {
 	if _, err := tx.exec("SAVEPOINT op"); err != nil {
-		return fmt.Errorf("sqlite: savepoint: %w", err)
+		return fmt.Errorf("sqlite: savepoint: %w", err), err
 	}
 	if err := call(fn, tx); err != nil {
 		if _, rerr := tx.exec("ROLLBACK TO op"); rerr != nil {
-			return errors.Join(err, fmt.Errorf("sqlite: rollback to savepoint: %w", rerr))
+			return err, errors.Join(err, rerr)
 		}
-		_, _ = tx.exec("RELEASE op")
-		return err
+		if _, rerr := tx.exec("RELEASE op"); rerr != nil {
+			return err, errors.Join(err, rerr)
+		}
+		return err, nil
 	}
 	if _, err := tx.exec("RELEASE op"); err != nil {
-		return fmt.Errorf("sqlite: release savepoint: %w", err)
+		return fmt.Errorf("sqlite: release savepoint: %w", err), err
 	}
-	return nil
+	return nil, nil
 }
 
 // call runs fn, turning a panic into an error so that one bad write cannot

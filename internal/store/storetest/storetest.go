@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"AcquireIdempotentAfterExpiry", testAcquireIdempotentAfterExpiry},
 		{"ClaimOnlyTakesNothing", testClaimOnly},
 		{"SyncFreesDirtyWithoutJanitor", testSyncFreesDirty},
+		{"SyncMovesLeasedResource", testSyncMovesLeased},
 		{"QueuePositions", testQueuePositions},
 		{"QueueKeepsPlace", testQueueKeepsPlace},
 		{"QueueExpiredLosesPlace", testQueueExpiredLosesPlace},
@@ -713,5 +714,20 @@ func testSyncFreesDirty(t *testing.T, s store.Store) {
 	res := sync(t, s, at(3*time.Second), pool("vm", names(1, "vm-")...))
 	if len(res.Added) != 0 || len(res.Handoffs) != 1 || res.Handoffs[0].RequestID != "w" {
 		t.Fatalf("sync = %+v; want the dirty resource freed and handed to the waiter", res)
+	}
+}
+
+// testSyncMovesLeasedResource: a leased resource moved to another pool
+// keeps its lease, and once released serves the new pool.
+func testSyncMovesLeased(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("old", names(1, "r-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "old"}))
+	sync(t, s, at(time.Second), pool("new", names(1, "r-")...))
+	if _, err := s.LeaseHeartbeat(context.Background(), &store.LeaseHeartbeatParams{ID: l.ID, Now: at(2 * time.Second)}); err != nil {
+		t.Fatalf("lease after its resource moved: %v", err)
+	}
+	release(t, s, l.ID, berth.StateFree, at(3*time.Second))
+	if got := mustLease(t, acquire(t, s, acq{typ: "new", now: at(4 * time.Second)})); got.Resource != "r-1" {
+		t.Fatalf("acquire from the new pool got %s", got.Resource)
 	}
 }
