@@ -9,11 +9,21 @@ import (
 	"github.com/berth-ci/berth/internal/store"
 )
 
-const insertEvent = `INSERT INTO events
+// insertEventSQL[n] inserts n events; built once, read by every writer.
+var insertEventSQL = func() (qs [eventChunk + 1]string) {
+	for n := 1; n <= eventChunk; n++ {
+		qs[n] = `INSERT INTO events
 	(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	VALUES ` + rows("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", n)
+	}
+	return qs
+}()
 
-// eventWriter appends events inside a write transaction.
+// insertEvents returns the INSERT for n events, 1 <= n <= eventChunk.
+func insertEvents(n int) string { return insertEventSQL[n] }
+
+// eventWriter records events of a write transaction; they are written
+// together before it commits.
 type eventWriter struct{ tx *wtx }
 
 func newEventWriter(_ context.Context, tx *wtx) (*eventWriter, error) {
@@ -21,11 +31,8 @@ func newEventWriter(_ context.Context, tx *wtx) (*eventWriter, error) {
 }
 
 func (w *eventWriter) write(e *berth.Event) error {
-	_, err := w.tx.exec(insertEvent, nanos(e.Time), e.Resource, e.Type, string(e.Kind), e.From, e.To,
+	w.tx.addEvent(nanos(e.Time), e.Resource, e.Type, string(e.Kind), e.From, e.To,
 		e.Reason, e.Actor, e.LeaseID, e.Token, e.Message)
-	if err != nil {
-		return fmt.Errorf("write event: %w", err)
-	}
 	return nil
 }
 

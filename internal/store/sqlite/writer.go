@@ -112,62 +112,91 @@ func (w *writer) run(batch []*op) {
 	if len(live) == 0 {
 		return
 	}
-	tx := &wtx{w: w}
-	fail := func(err error) {
-		for _, o := range live {
-			o.err <- err
-		}
+	// Fast path: every write straight into one transaction. Should one
+	// fail, its partial writes cannot be told apart from the others', so
+	// the transaction is rolled back and the whole batch runs again with a
+	// savepoint around each write. Failures are rare on the hot path
+	// (an acquire that finds nothing free is not a failure).
+	errs, retry := w.attempt(live, false)
+	if retry {
+		errs, _ = w.attempt(live, true)
 	}
-	if _, err := tx.exec("BEGIN IMMEDIATE"); err != nil {
-		fail(fmt.Errorf("sqlite: begin: %w", err))
-		return
+	if errs == nil {
+		errs = make([]error, len(live))
 	}
-	errs := make([]error, len(live))
-	ok := 0
 	for i, o := range live {
-		if len(live) == 1 {
-			errs[i] = call(o.fn, tx)
-		} else {
-			var lost error
-			errs[i], lost = w.inSavepoint(tx, o.fn)
-			if lost != nil {
-				// SQLite rolled the whole transaction back (disk full, I/O
-				// error): the writes before this one are gone too, and
-				// the ones after must not run outside a transaction.
-				aborted := fmt.Errorf("sqlite: write not committed: the transaction it shared was rolled back: %w", lost)
-				for j := range live {
-					if j != i {
-						errs[j] = aborted
-					}
-				}
+		o.err <- errs[i]
+	}
+}
+
+// attempt runs ops in one transaction and commits what succeeded. Without
+// savepoints, the first failure rolls everything back and asks for a retry
+// (with savepoints when there are several ops; a lone op's error is its
+// answer). It returns each op's answer.
+func (w *writer) attempt(ops []*op, savepoints bool) (errs []error, retry bool) {
+	errs = make([]error, len(ops))
+	all := func(err error) []error {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	tx := &wtx{w: w}
+	if _, err := tx.exec("BEGIN IMMEDIATE"); err != nil {
+		return all(fmt.Errorf("sqlite: begin: %w", err)), false
+	}
+	ok := 0
+	for i, o := range ops {
+		if !savepoints {
+			if errs[i] = call(o.fn, tx); errs[i] != nil {
 				_, _ = tx.exec("ROLLBACK")
-				for j, o := range live {
-					o.err <- errs[j]
+				if len(ops) == 1 {
+					return errs, false
 				}
-				return
+				return nil, true
 			}
-		}
-		if errs[i] == nil {
 			ok++
+			continue
 		}
+		mark := len(tx.events)
+		var lost error
+		errs[i], lost = w.inSavepoint(tx, o.fn)
+		if lost != nil {
+			// SQLite rolled the whole transaction back (disk full, I/O
+			// error): the writes before this one are gone too, and the
+			// ones after must not run outside a transaction.
+			aborted := fmt.Errorf("sqlite: write not committed: the transaction it shared was rolled back: %w", lost)
+			for j := range ops {
+				if j != i {
+					errs[j] = aborted
+				}
+			}
+			_, _ = tx.exec("ROLLBACK")
+			return errs, false
+		}
+		if errs[i] != nil {
+			tx.events = tx.events[:mark] // undone with its savepoint
+			continue
+		}
+		ok++
 	}
 	if ok == 0 {
 		_, _ = tx.exec("ROLLBACK")
-		for i, o := range live {
-			o.err <- errs[i]
-		}
-		return
+		return errs, false
+	}
+	if err := tx.flushEvents(); err != nil {
+		_, _ = tx.exec("ROLLBACK")
+		return all(err), false
 	}
 	if _, err := tx.exec("COMMIT"); err != nil {
 		_, _ = tx.exec("ROLLBACK")
 		cerr := fmt.Errorf("sqlite: commit: %w", err)
-		for i, o := range live {
+		for i := range errs {
 			if errs[i] == nil {
 				errs[i] = cerr
 			}
-			o.err <- errs[i]
 		}
-		return
+		return errs, false
 	}
 	w.commits++
 	if w.kick != nil && w.commits >= checkpointEvery {
@@ -177,9 +206,7 @@ func (w *writer) run(batch []*op) {
 		default: // one is pending already
 		}
 	}
-	for i, o := range live {
-		o.err <- errs[i]
-	}
+	return errs, false
 }
 
 // inSavepoint runs fn so that its failure undoes only its own writes. lost
@@ -220,7 +247,37 @@ func call(fn func(*wtx) error, tx *wtx) (err error) {
 // prepared once and reused; they run without a cancellable context, since
 // a write, once started, must finish so its outcome is known (and database/sql
 // would start a goroutine per query to watch one).
-type wtx struct{ w *writer }
+type wtx struct {
+	w *writer
+	// events wait here and are written with one statement per chunk just
+	// before the commit: an event is an append that nothing in the same
+	// transaction reads back.
+	events []any
+}
+
+// eventCols is the number of parameters one event takes.
+const eventCols = 11
+
+// eventChunk is how many events one INSERT writes.
+const eventChunk = 64
+
+// addEvent queues one event's parameters for flushEvents.
+func (t *wtx) addEvent(args ...any) {
+	t.events = append(t.events, args...)
+}
+
+// flushEvents writes the queued events.
+func (t *wtx) flushEvents() error {
+	for len(t.events) > 0 {
+		n := min(len(t.events)/eventCols, eventChunk)
+		q := insertEvents(n)
+		if _, err := t.exec(q, t.events[:n*eventCols]...); err != nil {
+			return fmt.Errorf("write events: %w", err)
+		}
+		t.events = t.events[n*eventCols:]
+	}
+	return nil
+}
 
 func (t *wtx) stmt(q string) (*sql.Stmt, error) {
 	if st, ok := t.w.stmts[q]; ok {
