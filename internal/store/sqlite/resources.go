@@ -442,13 +442,18 @@ func insertResources(ctx context.Context, tx *wtx, rs []newResource, t time.Time
 			res = append(res, r.spec.Name, r.typ, nanos(t), mustJSON(r.spec.UserData), mustJSON(r.spec.Labels))
 			evs = append(evs, nanos(t), r.spec.Name, r.typ, string(berth.EventConfig), string(berth.StateFree), actor)
 		}
-		// Unprepared: these run at start-up, in chunks of varying size.
+		// Full chunks reuse one prepared statement; the last, shorter one
+		// runs unprepared rather than fill the statement cache.
+		exec := tx.exec
+		if n < chunk {
+			exec = func(q string, args ...any) (sql.Result, error) { return tx.w.conn.ExecContext(ctx, q, args...) }
+		}
 		q := "INSERT INTO resources (name, type, state, state_changed_at, user_data, labels) VALUES " + rows("(?, ?, 'free', ?, ?, ?)", n)
-		if _, err := tx.w.conn.ExecContext(ctx, q, res...); err != nil {
+		if _, err := exec(q, res...); err != nil {
 			return fmt.Errorf("insert resources: %w", err)
 		}
 		q = "INSERT INTO events (time, resource, type, kind, to_state, reason, actor) VALUES " + rows("(?, ?, ?, ?, ?, 'added', ?)", n)
-		if _, err := tx.w.conn.ExecContext(ctx, q, evs...); err != nil {
+		if _, err := exec(q, evs...); err != nil {
 			return fmt.Errorf("record added resources: %w", err)
 		}
 	}
