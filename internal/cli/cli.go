@@ -58,6 +58,8 @@ type env struct {
 	server         string
 	// exitCode lets `run` exit with its command's code.
 	exitCode int
+	// tune, if set, adjusts client options (tests shorten retries).
+	tune func(*client.Options)
 }
 
 // Run runs the berth command line with args (without the program name) and
@@ -67,7 +69,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, exitCode: -1}
+	return runEnv(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}, args)
+}
+
+func runEnv(e *env, args []string) int {
+	e.exitCode = -1
+	ctx, stdin, stdout, stderr := e.ctx, e.stdin, e.stdout, e.stderr
 	root := e.rootCommand()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -160,7 +167,11 @@ func (e *env) client() (*client.Client, error) {
 			urls = append(urls, u)
 		}
 	}
-	c, err := client.New(client.Options{Servers: urls, UserAgent: "berth-cli"})
+	o := client.Options{Servers: urls, UserAgent: "berth-cli"}
+	if e.tune != nil {
+		e.tune(&o)
+	}
+	c, err := client.New(o)
 	if err != nil {
 		return nil, usageErrorf("--server: %v", err)
 	}
