@@ -1,7 +1,7 @@
 # berth — make help lists the targets.
 SHELL := /bin/bash
 GO ?= go
-STATICCHECK_VERSION ?= 2026.2.2
+STATICCHECK_VERSION ?= v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -14,7 +14,7 @@ LDFLAGS := -X github.com/berth-ci/berth/internal/buildinfo.Version=$(VERSION) \
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-tools: ## install the linters the tests use (from the Go module proxy)
+tools: ## install the linters the tests use (staticcheck 2026.2.2 is module version v0.8.2)
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 build: ## build bin/berth with version information

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -105,6 +106,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusInternalServerError, errorBody{Error: berth.Errorf(berth.EInternal, "internal error; see the server log")})
 		}
 	}()
+	if r.URL.Path != "/" && r.URL.Path != path.Clean(r.URL.Path) {
+		// The mux would answer with an HTML redirect to the clean path;
+		// an API client is better told plainly.
+		s.writeError(w, r, berth.Errorf(berth.ENotFound, "no such endpoint: %s %s (paths have no empty or dot segments)", r.Method, r.URL.Path))
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 

@@ -229,6 +229,8 @@ func TestBadInput(t *testing.T) {
 		{"trailing data", "POST", "/v1/leases", "application/json", `{"type":"vm","owner":"x"} {}`, 400, berth.EInvalid, ""},
 		{"unknown field", "POST", "/v1/leases", "application/json", `{"type": "vm", "owner": "x", "colour": "red"}`, 400, berth.EInvalid, "colour"},
 		{"wrong case", "POST", "/v1/leases", "application/json", `{"TYPE": "vm", "owner": "x"}`, 400, berth.EInvalid, "TYPE"},
+		{"repeated key", "POST", "/v1/leases", "application/json", `{"type": "vm", "owner": "x", "type": "other"}`, 400, berth.EInvalid, "type"},
+		{"unclean path", "GET", "/v1//pools", "", "", 404, berth.ENotFound, ""},
 		{"wrong type", "POST", "/v1/leases", "application/json", `{"type": 7, "owner": "x"}`, 400, berth.EInvalid, "type"},
 		{"wrong priority type", "POST", "/v1/leases", "application/json", `{"type": "vm", "owner": "x", "priority": "high"}`, 400, berth.EInvalid, "priority"},
 		{"bad wait", "POST", "/v1/leases", "application/json", `{"type": "vm", "owner": "x", "wait": "soon"}`, 400, berth.EInvalid, "wait"},

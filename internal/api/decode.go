@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -63,20 +62,36 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return berth.Errorf(berth.EInvalid, "request body has data after the JSON object")
 	}
-	// encoding/json matches field names regardless of case; berth's are
-	// exact, so "TYPE" is as unknown as "colour".
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err == nil {
-		known := jsonFields(v)
-		keys := make([]string, 0, len(raw))
-		for k := range raw {
-			keys = append(keys, k)
+	return checkKeys(body, jsonFields(v))
+}
+
+// checkKeys walks the top-level keys of a JSON object that has already
+// decoded. encoding/json matches field names regardless of case and lets a
+// repeated key silently win; berth's names are exact, so "TYPE" is as
+// unknown as "colour", and a key given twice is refused rather than
+// guessed at.
+func checkKeys(body []byte, known map[string]bool) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if !known[k] {
-				return berth.FieldErrorf(k, "is not a known field (field names are case-sensitive)")
-			}
+		k, _ := tok.(string)
+		if !known[k] {
+			return berth.FieldErrorf(k, "is not a known field (field names are case-sensitive)")
+		}
+		if seen[k] {
+			return berth.FieldErrorf(k, "is given more than once")
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
 		}
 	}
 	return nil
