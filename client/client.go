@@ -148,8 +148,8 @@ func New(opts Options) (*Client, error) {
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
 			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          100,
-			MaxIdleConnsPerHost:   16,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   256, // many goroutines often share one client; do not churn connections
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   connect,
 			ExpectContinueTimeout: time.Second,
