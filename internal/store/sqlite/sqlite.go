@@ -125,7 +125,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	cpdb.SetMaxOpenConns(1)
 	s.cp = startCheckpointer(cpdb)
 	if err := s.tx(ctx, func(tx *wtx) error {
-		_, err := tx.w.conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0")
+		// The writer's page cache holds the hot indexes of a large pool
+		// and a long history: with SQLite's default 2 MiB, acquire slowed
+		// as the lease and event tables grew.
+		_, err := tx.w.conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768")
 		return err
 	}); err != nil {
 		s.Close()
