@@ -26,6 +26,9 @@ type Options struct {
 	Logger *slog.Logger
 	// SchemaVersion is reported by /version.
 	SchemaVersion int
+	// BodyReadTimeout bounds reading one request body; default
+	// DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
 }
 
 // Server is the HTTP handler for everything berth serves.
@@ -33,12 +36,16 @@ type Server struct {
 	engine *lease.Engine
 	log    *slog.Logger
 	schema int
+	bodyTO time.Duration
 	mux    *http.ServeMux
 }
 
 // New returns the handler with every route registered.
 func New(opts Options) *Server {
-	s := &Server{engine: opts.Engine, log: opts.Logger, schema: opts.SchemaVersion, mux: http.NewServeMux()}
+	s := &Server{engine: opts.Engine, log: opts.Logger, schema: opts.SchemaVersion, bodyTO: opts.BodyReadTimeout, mux: http.NewServeMux()}
+	if s.bodyTO <= 0 {
+		s.bodyTO = DefaultBodyReadTimeout
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -174,7 +181,7 @@ type RequestResponse struct {
 
 func (s *Server) acquire(w http.ResponseWriter, r *http.Request) error {
 	var req AcquireRequest
-	if err := decodeJSON(w, r, &req, false); err != nil {
+	if err := decodeJSON(w, r, &req, false, s.bodyTO); err != nil {
 		return err
 	}
 	var wait time.Duration
@@ -214,7 +221,7 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	var empty struct{}
-	if err := decodeJSON(w, r, &empty, true); err != nil {
+	if err := decodeJSON(w, r, &empty, true, s.bodyTO); err != nil {
 		return err
 	}
 	res, err := s.engine.Heartbeat(r.Context(), r.PathValue("id"))
@@ -233,7 +240,7 @@ type ReleaseRequest struct {
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
 	var req ReleaseRequest
-	if err := decodeJSON(w, r, &req, true); err != nil {
+	if err := decodeJSON(w, r, &req, true, s.bodyTO); err != nil {
 		return err
 	}
 	res, err := s.engine.Release(r.Context(), lease.ReleaseParams{ID: r.PathValue("id"), To: req.To, Reason: req.Reason})

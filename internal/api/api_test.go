@@ -1,10 +1,12 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -288,5 +290,39 @@ func TestBadInput(t *testing.T) {
 	}
 	if a := f.do(t, "DELETE", "/v1/leases", "", nil); a.header.Get("Allow") != "POST" {
 		t.Errorf("405 Allow = %q, want POST", a.header.Get("Allow"))
+	}
+}
+
+// TestSlowBodyIsRefused: a client that promises a body and sends only part
+// of it gets a 400 once the body deadline passes, not a held connection.
+func TestSlowBodyIsRefused(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "berth.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eng := lease.New(lease.Options{Store: st})
+	srv := httptest.NewServer(api.New(api.Options{Engine: eng, BodyReadTimeout: 100 * time.Millisecond}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /v1/leases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\""); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 400 || !bytes.Contains(b, []byte("did not arrive within")) {
+		t.Fatalf("stalled body: %d %s", res.StatusCode, b)
 	}
 }

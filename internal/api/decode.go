@@ -21,13 +21,13 @@ import (
 // MaxBodyBytes bounds every request body.
 const MaxBodyBytes = 1 << 20
 
-// bodyReadTimeout bounds how long reading a request body may take.
-const bodyReadTimeout = 30 * time.Second
+// DefaultBodyReadTimeout bounds how long reading a request body may take.
+const DefaultBodyReadTimeout = 30 * time.Second
 
 // decodeJSON reads exactly one JSON object into v, rejecting unknown
 // fields, trailing data and bodies over MaxBodyBytes, with errors that name
 // the field at fault. An empty body decodes as {} when allowEmpty.
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool, timeout time.Duration) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
@@ -38,16 +38,20 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 	// sends must not hold the connection. (Not http.Server.ReadTimeout: that
 	// would also cut long polls, which legitimately outlast it.)
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	_ = rc.SetReadDeadline(time.Now().Add(timeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		// Leave the deadline in place and close the connection after the
+		// answer: net/http would otherwise wait, with no deadline, for
+		// the rest of a body that is not coming before it answers.
+		w.Header().Set("Connection", "close")
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return berth.Errorf(berth.EInvalid, "request body did not arrive within %s", bodyReadTimeout)
+			return berth.Errorf(berth.EInvalid, "request body did not arrive within %s", timeout)
 		}
 		return jsonError(err)
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	if len(bytes.TrimSpace(body)) == 0 {
 		if allowEmpty {
 			return nil

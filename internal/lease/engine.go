@@ -341,6 +341,7 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 			}
 			return &AcquireResult{Request: req}, nil
 		case <-e.draining:
+			e.pollEnded(ctx, p.RequestID)
 			req, err := e.store.RequestGet(ctx, &store.RequestGetParams{ID: p.RequestID, Now: e.clock.Now()})
 			if err == nil {
 				return &AcquireResult{Request: req}, nil
@@ -357,8 +358,19 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 			}
 			return nil, berth.Errorf(berth.EUnavailable, "berth is shutting down; acquire again")
 		case <-ctx.Done():
+			e.pollEnded(ctx, p.RequestID)
 			return nil, ctx.Err()
 		}
+	}
+}
+
+// pollEnded is called when a long poll ends before its wait: the caller
+// keeps its place for the grace period from now, not from when its wait
+// would have ended, and so does a resource handed to it meanwhile.
+func (e *Engine) pollEnded(ctx context.Context, id string) {
+	err := e.store.RequestShorten(context.WithoutCancel(ctx), &store.RequestShortenParams{ID: id, ExpiresAt: e.clock.Now().Add(e.grace)})
+	if err != nil {
+		e.log.Warn("could not shorten an ended request's hold", "request", id, "err", err)
 	}
 }
 

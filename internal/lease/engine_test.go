@@ -509,7 +509,13 @@ func TestDrainAnswersLongPolls(t *testing.T) {
 	if o.err != nil || o.res.Request == nil || o.res.Request.ID != "r1" || o.res.Request.Position != 1 {
 		t.Fatalf("drained poll = %+v, %v; want its place", o.res, o.err)
 	}
-	if r, err := f.eng.Request(ctx, "r1"); err != nil || r.Position != 1 {
+	r, err := f.eng.Request(ctx, "r1")
+	if err != nil || r.Position != 1 {
 		t.Fatalf("after drain: %+v, %v; want still in line", r, err)
+	}
+	// Its hold runs for the grace period from the drain, not from when its
+	// hour-long wait would have ended.
+	if want := f.clock.Now().Add(30 * time.Second); !r.ExpiresAt.Equal(want) {
+		t.Fatalf("drained request holds its place until %s, want %s", r.ExpiresAt, want)
 	}
 }

@@ -55,6 +55,10 @@ type Store interface {
 	RequestGet(ctx context.Context, p *RequestGetParams) (*berth.Request, error)
 	// RequestCancel removes a waiting request; ErrNotFound if none waits.
 	RequestCancel(ctx context.Context, id string) error
+	// RequestShorten brings a waiting request's expiry forward to
+	// ExpiresAt (never later): its long poll ended early, so its hold on
+	// its place, and on a resource handed to it meanwhile, runs from now.
+	RequestShorten(ctx context.Context, p *RequestShortenParams) error
 	// RequestPrune deletes waiting requests that expired before Now.
 	RequestPrune(ctx context.Context, now time.Time) (int, error)
 
@@ -64,6 +68,11 @@ type Store interface {
 	// at most, leased states backed by an active lease, and so on) and
 	// returns an error describing every violation it finds.
 	Check(ctx context.Context) error
+}
+
+type RequestShortenParams struct {
+	ID        string
+	ExpiresAt time.Time
 }
 
 type RequestGetParams struct {

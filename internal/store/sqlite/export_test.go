@@ -6,7 +6,7 @@ import "context"
 // database in a state the API cannot reach.
 func (s *Store) ExecForTest(ctx context.Context, q string) error {
 	return s.tx(ctx, func(tx *wtx) error {
-		_, err := tx.w.conn.ExecContext(ctx, q)
+		_, err := tx.w.conn.ExecContext(context.Background(), q)
 		return err
 	})
 }

@@ -106,7 +106,10 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 			return err
 		}
 		if r != nil {
-			if p.Wait {
+			if p.RequestID != "" {
+				// The same id may also wait in the queue (a waiting call,
+				// then one that does not wait): served now, it must not be
+				// served again there.
 				if _, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE id = ?", p.RequestID); err != nil {
 					return fmt.Errorf("delete served request: %w", err)
 				}
@@ -321,6 +324,17 @@ func (s *Store) RequestCancel(ctx context.Context, id string) error {
 	}
 	if n == 0 {
 		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (s *Store) RequestShorten(ctx context.Context, p *store.RequestShortenParams) error {
+	err := s.tx(ctx, func(tx *wtx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE requests SET expires_at = min(expires_at, ?) WHERE id = ?", nanos(p.ExpiresAt), p.ID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: shorten request: %w", err)
 	}
 	return nil
 }

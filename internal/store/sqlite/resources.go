@@ -446,7 +446,9 @@ func insertResources(ctx context.Context, tx *wtx, rs []newResource, t time.Time
 		// runs unprepared rather than fill the statement cache.
 		exec := tx.exec
 		if n < chunk {
-			exec = func(q string, args ...any) (sql.Result, error) { return tx.w.conn.ExecContext(ctx, q, args...) }
+			exec = func(q string, args ...any) (sql.Result, error) {
+				return tx.w.conn.ExecContext(context.Background(), q, args...) // never interruptible; see wtx
+			}
 		}
 		q := "INSERT INTO resources (name, type, state, state_changed_at, user_data, labels) VALUES " + rows("(?, ?, 'free', ?, ?, ?)", n)
 		if _, err := exec(q, res...); err != nil {

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite"
@@ -128,7 +129,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// The writer's page cache holds the hot indexes of a large pool
 		// and a long history: with SQLite's default 2 MiB, acquire slowed
 		// as the lease and event tables grew.
-		_, err := tx.w.conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768")
+		_, err := tx.w.conn.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768")
 		return err
 	}); err != nil {
 		s.Close()
@@ -154,6 +155,7 @@ func (s *Store) Close() error {
 // checkpointer copies the WAL back into the database file in the
 // background, when the writer says enough has been written.
 type checkpointer struct {
+	once sync.Once
 	db   *sql.DB
 	kick chan struct{}
 	quit chan struct{}
@@ -179,11 +181,15 @@ func startCheckpointer(db *sql.DB) *checkpointer {
 }
 
 func (c *checkpointer) close() error {
-	close(c.quit)
-	<-c.done
-	// A last full checkpoint leaves a small WAL for the next start.
-	_, err := c.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-	return errors.Join(err, c.db.Close())
+	var err error
+	c.once.Do(func() {
+		close(c.quit)
+		<-c.done
+		// A last full checkpoint leaves a small WAL for the next start.
+		_, cerr := c.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+		err = errors.Join(cerr, c.db.Close())
+	})
+	return err
 }
 
 // Ping checks that the database answers a query.
@@ -250,11 +256,14 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	var have int
 	err = s.tx(ctx, func(tx *wtx) error {
-		if _, err := tx.w.conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS berth_migrations (
+		// The writer's connection never sees a cancellable context: an
+		// interrupted statement would roll back a transaction others share.
+		bg := context.Background()
+		if _, err := tx.w.conn.ExecContext(bg, `CREATE TABLE IF NOT EXISTS berth_migrations (
 			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
 			return fmt.Errorf("create migration table: %w", err)
 		}
-		return tx.w.conn.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have)
+		return tx.w.conn.QueryRowContext(bg, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: read schema version: %w", err)
@@ -268,7 +277,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 		err := s.tx(ctx, func(tx *wtx) error {
 			// A migration holds several statements: run it unprepared.
-			if _, err := tx.w.conn.ExecContext(ctx, m.sql); err != nil {
+			if _, err := tx.w.conn.ExecContext(context.Background(), m.sql); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, "INSERT INTO berth_migrations (version, name, applied_at) VALUES (?, ?, ?)",

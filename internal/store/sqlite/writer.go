@@ -21,9 +21,10 @@ const checkpointEvery = 200
 var errClosed = errors.New("sqlite: store is closed")
 
 // writer owns the one write connection and commits in groups: every write
-// waiting when a commit starts joins it, each in a savepoint of its own, so
-// that under load one commit (one WAL append, the shared pages written once)
-// serves many callers. A caller is answered only after the commit that
+// waiting when a commit starts joins it, so that under load one commit (one
+// WAL append, the shared pages written once) serves many callers. Should a
+// write fail, the group runs again with each write in a savepoint of its
+// own, so that only the failed one is undone. A caller is answered only after the commit that
 // holds its write has succeeded, so the group changes how often berth
 // commits, never what it acknowledges. Alone, a write commits at once.
 type writer struct {
@@ -52,14 +53,18 @@ func newWriter(conn *sql.Conn) *writer {
 }
 
 func (w *writer) close() error {
-	w.once.Do(func() { close(w.quit) })
-	<-w.done
-	var errs []error
-	for _, st := range w.stmts {
-		errs = append(errs, st.Close())
-	}
-	errs = append(errs, w.conn.Close())
-	return errors.Join(errs...)
+	var err error
+	w.once.Do(func() {
+		close(w.quit)
+		<-w.done
+		var errs []error
+		for _, st := range w.stmts {
+			errs = append(errs, st.Close())
+		}
+		errs = append(errs, w.conn.Close())
+		err = errors.Join(errs...)
+	})
+	return err
 }
 
 // do runs fn in a write transaction and returns once it is committed (or
@@ -120,9 +125,6 @@ func (w *writer) run(batch []*op) {
 	errs, retry := w.attempt(live, false)
 	if retry {
 		errs, _ = w.attempt(live, true)
-	}
-	if errs == nil {
-		errs = make([]error, len(live))
 	}
 	for i, o := range live {
 		o.err <- errs[i]
@@ -236,6 +238,7 @@ func (w *writer) inSavepoint(tx *wtx, fn func(*wtx) error) (err, lost error) {
 // take the writer, and every caller waiting on it, down.
 func call(fn func(*wtx) error, tx *wtx) (err error) {
 	defer func() {
+		tx.closeOpen()
 		if v := recover(); v != nil {
 			err = fmt.Errorf("sqlite: panic in write: %v", v)
 		}
@@ -249,6 +252,11 @@ func call(fn func(*wtx) error, tx *wtx) (err error) {
 // would start a goroutine per query to watch one).
 type wtx struct {
 	w *writer
+	// open are the result sets handed out during the current write; they
+	// are closed after it, so that a write that panics mid-loop cannot
+	// leave a statement running (which would block the commit and every
+	// checkpoint).
+	open []*sql.Rows
 	// events wait here and are written with one statement per chunk just
 	// before the commit: an event is an append that nothing in the same
 	// transaction reads back.
@@ -310,7 +318,19 @@ func (t *wtx) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows,
 	if err != nil {
 		return nil, err
 	}
-	return st.QueryContext(context.Background(), args...)
+	rows, err := st.QueryContext(context.Background(), args...)
+	if err == nil {
+		t.open = append(t.open, rows)
+	}
+	return rows, err
+}
+
+// closeOpen closes what the last write left open.
+func (t *wtx) closeOpen() {
+	for _, r := range t.open {
+		_ = r.Close()
+	}
+	t.open = t.open[:0]
 }
 
 func (t *wtx) QueryRowContext(_ context.Context, q string, args ...any) *sql.Row {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // batch runs fns as one group commit, as the writer does when they arrive
@@ -130,5 +131,38 @@ func TestBatchLostTransaction(t *testing.T) {
 	// The writer goes on working.
 	if errs := batch(t, s, insert("e")); errs[0] != nil {
 		t.Fatalf("next write: %v", errs[0])
+	}
+}
+
+// TestPanicWithOpenRows: a write that panics while it has a result set
+// open must not wedge the writer or block Close.
+func TestPanicWithOpenRows(t *testing.T) {
+	s := openTest(t)
+	errs := batch(t, s, insert("a"), func(tx *wtx) error {
+		rows, err := tx.QueryContext(context.Background(), "SELECT k FROM t")
+		if err != nil {
+			return err
+		}
+		rows.Next()
+		panic("bug while reading")
+	}, insert("b"))
+	if errs[0] != nil || errs[1] == nil || errs[2] != nil {
+		t.Fatalf("errs = %v", errs)
+	}
+	if errs := batch(t, s, insert("c")); errs[0] != nil {
+		t.Fatalf("the writer is wedged: %v", errs[0])
+	}
+	if got := keys(t, s); got != "a,b,c" {
+		t.Fatalf("committed %q", got)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung")
 	}
 }

@@ -42,6 +42,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"ClaimOnlyTakesNothing", testClaimOnly},
 		{"SyncFreesDirtyWithoutJanitor", testSyncFreesDirty},
 		{"SyncMovesLeasedResource", testSyncMovesLeased},
+		{"RequestShorten", testRequestShorten},
+		{"RequestIDServedOnce", testRequestIDServedOnce},
 		{"QueuePositions", testQueuePositions},
 		{"QueueKeepsPlace", testQueueKeepsPlace},
 		{"QueueExpiredLosesPlace", testQueueExpiredLosesPlace},
@@ -729,5 +731,40 @@ func testSyncMovesLeased(t *testing.T, s store.Store) {
 	release(t, s, l.ID, berth.StateFree, at(3*time.Second))
 	if got := mustLease(t, acquire(t, s, acq{typ: "new", now: at(4 * time.Second)})); got.Resource != "r-1" {
 		t.Fatalf("acquire from the new pool got %s", got.Resource)
+	}
+}
+
+func testRequestShorten(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	mustLease(t, acquire(t, s, acq{typ: "vm"}))
+	acquire(t, s, acq{typ: "vm", requestID: "w", wait: true, waitUntil: at(time.Hour)})
+	for _, until := range []time.Duration{time.Minute, 2 * time.Minute} { // never later
+		if err := s.RequestShorten(ctx, &store.RequestShortenParams{ID: "w", ExpiresAt: at(until)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := s.RequestGet(ctx, &store.RequestGetParams{ID: "w", Now: t0})
+	if err != nil || !r.ExpiresAt.Equal(at(time.Minute)) {
+		t.Fatalf("shortened request = %+v, %v; want expiry %s", r, err, at(time.Minute))
+	}
+	if err := s.RequestShorten(ctx, &store.RequestShortenParams{ID: "gone", ExpiresAt: t0}); err != nil {
+		t.Fatalf("shortening a request that is not there: %v", err)
+	}
+}
+
+// testRequestIDServedOnce: a request that waits and is then served by a
+// call that does not wait leaves the queue, so it is never served twice.
+func testRequestIDServedOnce(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm",
+		store.ResourceSpec{Name: "vm-a", Labels: map[string]string{"zone": "a"}},
+		store.ResourceSpec{Name: "vm-b", Labels: map[string]string{"zone": "b"}}))
+	la := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "other", sel: berth.Selector{"zone": "a"}}))
+	if res := acquire(t, s, acq{typ: "vm", requestID: "r", sel: berth.Selector{"zone": "a"}, wait: true, waitUntil: at(time.Hour)}); res.Request == nil {
+		t.Fatalf("want r queued, got %+v", res)
+	}
+	mustLease(t, acquire(t, s, acq{typ: "vm", requestID: "r"})) // takes vm-b
+	if rel := release(t, s, la.ID, berth.StateFree, at(time.Second)); rel.Handoff != nil {
+		t.Fatalf("vm-a was handed to request r, which already holds vm-b")
 	}
 }
