@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/user"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -151,7 +152,7 @@ of that for one command.`,
 			tw.row("token", fmt.Sprint(l.Token))
 			tw.row("owner", l.Owner)
 			tw.row("expires", l.ExpiresAt.Local().Format(time.RFC3339)+" (heartbeat within "+l.TTL.String()+")")
-			for _, k := range sortedKeys(r.UserData) {
+			for _, k := range slices.Sorted(maps.Keys(r.UserData)) {
 				tw.row("userData."+k, r.UserData[k])
 			}
 			return tw.flush()
@@ -161,15 +162,6 @@ of that for one command.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the lease and resource as JSON")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "report the place in line while waiting")
 	return cmd
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func (e *env) heartbeatCommand() *cobra.Command {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -157,7 +159,7 @@ func leaseEnv(l *berth.Lease, r *berth.Resource) []string {
 	}
 	b, _ := json.Marshal(ud)
 	env = append(env, "BERTH_USERDATA="+string(b))
-	for _, k := range sortedKeys(ud) {
+	for _, k := range slices.Sorted(maps.Keys(ud)) {
 		env = append(env, "BERTH_USERDATA_"+envName(k)+"="+ud[k])
 	}
 	return env

@@ -9,9 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -277,7 +278,7 @@ func (c *Config) Validate() []Problem {
 			} else {
 				claim(rp+".name", r.Name)
 			}
-			for _, k := range sortedKeys(r.UserData) {
+			for _, k := range slices.Sorted(maps.Keys(r.UserData)) {
 				if k == "" || len(k) > 253 {
 					add(rp+".userData", "keys must be 1 to 253 characters")
 				}
@@ -285,7 +286,7 @@ func (c *Config) Validate() []Problem {
 					add(rp+".userData."+k, "is longer than %d bytes", maxValueBytes)
 				}
 			}
-			for _, k := range sortedKeys(r.Labels) {
+			for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 				if !berth.ValidLabelKey(k) {
 					add(rp+".labels", "%q is not a valid label key", k)
 				}
@@ -308,15 +309,6 @@ func (c *Config) Validate() []Problem {
 		}
 	}
 	return ps
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // EnginePools converts a validated config into the engine's policies.
