@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,5 +189,3 @@ func poolYAML(typ string, n int, ttl string) string {
 	}
 	return b.String()
 }
-
-var _ = io.Discard
