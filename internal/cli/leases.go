@@ -249,5 +249,3 @@ out of service (quarantined) with the reason given.`,
 	cmd.MarkFlagsMutuallyExclusive("dirty", "free", "broken")
 	return cmd
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -197,13 +198,9 @@ func (e *env) printEvents(evs []*berth.Event, asJSON, header bool) error {
 	return t.flush()
 }
 
+// printJSONLine writes v as one line of compact JSON.
 func (e *env) printJSONLine(v any) error {
-	b, err := jsonMarshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(e.stdout, string(b))
-	return err
+	return json.NewEncoder(e.stdout).Encode(v)
 }
 
 func (e *env) versionCommand() *cobra.Command {
