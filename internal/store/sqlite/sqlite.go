@@ -53,6 +53,8 @@ type Store struct {
 	wr *writer
 	r  *sql.DB // readers
 	cp *checkpointer
+	// path is the database file's absolute path.
+	path string
 }
 
 var _ store.Store = (*Store)(nil)
@@ -98,7 +100,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
-	s := &Store{w: w, wr: newWriter(conn)}
+	s := &Store{w: w, wr: newWriter(conn), path: abs}
 	if err := s.migrate(ctx); err != nil {
 		s.wr.close()
 		w.Close()
@@ -124,18 +126,19 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open checkpointer: %w", err)
 	}
 	cpdb.SetMaxOpenConns(1)
-	s.cp = startCheckpointer(cpdb)
+	s.cp = startCheckpointer(cpdb, s.wr.kick, s.wr.caught)
 	if err := s.tx(ctx, func(tx *wtx) error {
 		// The writer's page cache holds the hot indexes of a large pool
 		// and a long history: with SQLite's default 2 MiB, acquire slowed
 		// as the lease and event tables grew.
-		_, err := tx.w.conn.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768")
+		// journal_size_limit: after a burst, a WAL that is reset is cut
+		// back to 64 MiB instead of keeping its peak size on disk.
+		_, err := tx.w.conn.ExecContext(context.Background(), "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768; PRAGMA journal_size_limit = 67108864")
 		return err
 	}); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	s.wr.kick = s.cp.kick
 	return s, nil
 }
 
@@ -153,17 +156,29 @@ func (s *Store) Close() error {
 }
 
 // checkpointer copies the WAL back into the database file in the
-// background, when the writer says enough has been written.
+// background, so that the writer does not pause for the bulk of that work.
+//
+// A checkpoint that runs beside the writer can never finish: frames are
+// appended while it copies. And SQLite starts the WAL over from its
+// beginning only after a checkpoint has copied every frame, so without more
+// the WAL would grow for as long as writes go on (it reached 2 GB in a
+// minute of benchmark, and every write got slower as it grew). So after
+// each background pass the checkpointer tells the writer (caught), and the
+// writer copies the few frames appended since, between two commits; its
+// next transaction then starts the WAL over.
 type checkpointer struct {
-	once sync.Once
-	db   *sql.DB
-	kick chan struct{}
-	quit chan struct{}
-	done chan struct{}
+	once   sync.Once
+	db     *sql.DB
+	kick   <-chan struct{}
+	caught chan<- struct{}
+	quit   chan struct{}
+	done   chan struct{}
 }
 
-func startCheckpointer(db *sql.DB) *checkpointer {
-	c := &checkpointer{db: db, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+// startCheckpointer runs checkpoints on db when kicked, and tells caught
+// after each.
+func startCheckpointer(db *sql.DB, kick <-chan struct{}, caught chan<- struct{}) *checkpointer {
+	c := &checkpointer{db: db, kick: kick, caught: caught, quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
 		for {
@@ -173,7 +188,13 @@ func startCheckpointer(db *sql.DB) *checkpointer {
 			case <-c.kick:
 				// PASSIVE never blocks the writer or readers. A failure
 				// only means the WAL grows until the next attempt.
-				_, _ = c.db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+				if _, err := c.db.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+					continue
+				}
+				select {
+				case c.caught <- struct{}{}:
+				default: // the writer has not taken the last one yet
+				}
 			}
 		}
 	}()

@@ -11,7 +11,8 @@ import (
 // maxBatch bounds how many writes share one commit.
 const maxBatch = 128
 
-// checkpointEvery is how many commits pass between checkpoints. The writer
+// checkpointEvery is how many commits pass between checkpoints, unless a
+// test sets writer.checkpointEvery. The writer
 // never checkpoints itself (that would stall every caller behind it for
 // the checkpoint's writes and fsync); a checkpointer on its own connection
 // copies the WAL back into the database while writes go on.
@@ -29,15 +30,20 @@ var errClosed = errors.New("sqlite: store is closed")
 // commits, never what it acknowledges. Alone, a write commits at once.
 type writer struct {
 	conn *sql.Conn
-	// commits counts commits since the last checkpoint kick; kick, if
-	// set, is told every checkpointEvery commits.
-	commits int
-	kick    chan struct{}
-	ops     chan *op
-	quit    chan struct{}
-	done    chan struct{}
-	once    sync.Once
-	stmts   map[string]*sql.Stmt
+	// commits counts commits since the last checkpoint kick; kick is
+	// told every checkpointEvery commits (a checkpointer listens, once
+	// the store is open). caught says the
+	// checkpointer has copied what the WAL held when it was kicked; the
+	// writer then copies the rest itself (see checkpointer).
+	commits         int
+	checkpointEvery int
+	kick            chan struct{}
+	caught          chan struct{}
+	ops             chan *op
+	quit            chan struct{}
+	done            chan struct{}
+	once            sync.Once
+	stmts           map[string]*sql.Stmt
 }
 
 type op struct {
@@ -47,7 +53,8 @@ type op struct {
 }
 
 func newWriter(conn *sql.Conn) *writer {
-	w := &writer{conn: conn, ops: make(chan *op), quit: make(chan struct{}), done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
+	w := &writer{conn: conn, ops: make(chan *op), quit: make(chan struct{}), done: make(chan struct{}), stmts: map[string]*sql.Stmt{},
+		kick: make(chan struct{}, 1), caught: make(chan struct{}, 1), checkpointEvery: checkpointEvery}
 	go w.loop()
 	return w
 }
@@ -102,7 +109,23 @@ func (w *writer) loop() {
 			}
 		}
 		w.run(batch)
+		select {
+		case <-w.caught:
+			w.finishCheckpoint()
+		default:
+		}
 	}
+}
+
+// finishCheckpoint copies into the database the WAL frames appended while
+// the checkpointer ran, so that the next transaction starts the WAL over.
+// No write runs meanwhile, so it completes unless a reader still reads an
+// older snapshot; then the next round will. It costs the writer a short
+// pause (the tail's page writes and one fsync) every checkpointEvery
+// commits.
+func (w *writer) finishCheckpoint() {
+	// A failure leaves the WAL to the next round, as in checkpointer.
+	_, _ = w.conn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)")
 }
 
 func (w *writer) run(batch []*op) {
@@ -201,7 +224,7 @@ func (w *writer) attempt(ops []*op, savepoints bool) (errs []error, retry bool) 
 		return errs, false
 	}
 	w.commits++
-	if w.kick != nil && w.commits >= checkpointEvery {
+	if w.commits >= w.checkpointEvery {
 		w.commits = 0
 		select {
 		case w.kick <- struct{}{}:
