@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 )
 
@@ -99,6 +100,11 @@ func (w *writer) loop() {
 		case <-w.quit:
 			return
 		}
+		// Let the handlers that are ready to run queue their writes first,
+		// so that they share this commit instead of waiting for the next:
+		// on two cores the writer otherwise often committed a batch of one
+		// while the other writers were a moment behind.
+		runtime.Gosched()
 	drain:
 		for len(batch) < maxBatch {
 			select {
