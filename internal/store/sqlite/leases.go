@@ -425,6 +425,28 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			to, handoffTTL = p.Decide(l.Type)
 		}
 
+		// The common case in one statement: a busy resource that stays in
+		// the pool and that no request waits for. Anything else (a
+		// handoff, a retiring resource, a row that does not say what it
+		// should) takes the general way below.
+		if to != berth.StateFree || !waiting(ctx, tx, l.Type, t) {
+			var reason string
+			if to == berth.StateQuarantined {
+				reason = p.Reason
+			}
+			r, err := scanResource(tx.QueryRowContext(ctx, `UPDATE resources SET state = ?1, state_reason = ?2, state_changed_at = ?3, owner = '', lease_id = NULL
+				WHERE name = ?4 AND lease_id = ?5 AND state = 'busy' AND retiring = 0 RETURNING `+resourceColumns,
+				string(to), reason, nanos(t), l.Resource, l.ID))
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
+				return fmt.Errorf("move resource on: %w", err)
+			default:
+				res.Resource = r
+				return (&eventWriter{tx: tx}).write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease,
+					From: string(berth.StateBusy), To: string(to), Reason: string(status), Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason})
+			}
+		}
 		r, err := resourceGet(ctx, tx, l.Resource)
 		if err != nil {
 			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
@@ -474,6 +496,15 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		return res, wrap("release", err)
 	}
 	return res, nil
+}
+
+// waiting says whether any request of type typ waits at t. An error says
+// yes, so that the caller takes the way that finds the waiter, and meets
+// the error there.
+func waiting(ctx context.Context, tx *wtx, typ string, t time.Time) bool {
+	var one int
+	err := tx.QueryRowContext(ctx, "SELECT 1 FROM requests WHERE type = ? AND expires_at > ? LIMIT 1", typ, nanos(t)).Scan(&one)
+	return !errors.Is(err, sql.ErrNoRows)
 }
 
 // handoff gives the free resource r to the first waiting request it suits:

@@ -40,13 +40,27 @@ func scanResource(row scanner) (*berth.Resource, error) {
 	r.Health.LastProbeTime = nullTime(probeT)
 	r.Health.LastTransitionTime = nullTime(transition)
 	r.Retiring = retiring != 0
-	if err := json.Unmarshal([]byte(userData), &r.UserData); err != nil {
+	if r.UserData, err = stringMap(userData); err != nil {
 		return nil, fmt.Errorf("resource %s: user data: %w", r.Name, err)
 	}
-	if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
+	if r.Labels, err = stringMap(labels); err != nil {
 		return nil, fmt.Errorf("resource %s: labels: %w", r.Name, err)
 	}
 	return &r, nil
+}
+
+// stringMap decodes a stored JSON object of strings. Most resources have
+// no labels or user data, and every acquire and release reads one back,
+// so the empty object skips the decoder.
+func stringMap(s string) (map[string]string, error) {
+	if s == "{}" {
+		return map[string]string{}, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func mustJSON(v map[string]string) string {
