@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,6 +69,7 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 			if o.SQLiteSync != "normal" && o.SQLiteSync != "full" {
 				return usageErrorf("--sqlite-sync must be normal or full, not %q", o.SQLiteSync)
 			}
+			tuneGC()
 			err = server.Run(cmd.Context(), o)
 			var se *server.StartupError
 			if errors.As(err, &se) {
@@ -145,5 +147,21 @@ func (e *env) checkConfigCommand() *cobra.Command {
 			fmt.Fprintf(e.stdout, "%s: ok (%d pools, %d resources)\n", args[0], len(c.Pools), n)
 			return nil
 		},
+	}
+}
+
+// serveGCPercent is the garbage collector's target for berth serve, unless
+// GOGC is set. The broker's state lives in its store, so its live heap is
+// small (about 6 MB with 100,000 resources under load) and what it
+// allocates is per-request garbage: at Go's default of 100 it collected
+// some twenty times a second under berth bench. 400 lets the heap grow to
+// five times the live data between collections, a few tens of MB, for
+// about 9% more acquire+release cycles per second (see BENCHMARKS.md).
+const serveGCPercent = 400
+
+// tuneGC sets serveGCPercent unless the operator chose GOGC.
+func tuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(serveGCPercent)
 	}
 }
