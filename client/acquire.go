@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"time"
@@ -88,7 +87,7 @@ func (c *Client) acquire(ctx context.Context, p AcquireParams) (*Acquired, time.
 		return nil, time.Time{}, fmt.Errorf("%s: %w", what, berth.FieldErrorf("wait", "must not be negative, got %s", p.Wait))
 	}
 	if p.RequestID == "" {
-		p.RequestID = rand.Text()
+		p.RequestID = berth.NewID()
 	}
 	deadline := time.Now().Add(p.Wait)
 	var sent time.Time

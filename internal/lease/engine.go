@@ -7,7 +7,6 @@ package lease
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -275,7 +274,7 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	// a wait just makes the call idempotent: a retry gets the same lease.
 	queue := p.Wait > 0
 	if queue && p.RequestID == "" {
-		p.RequestID = rand.Text()
+		p.RequestID = berth.NewID()
 	}
 	poll := min(p.Wait, e.maxPoll)
 	now := e.clock.Now()

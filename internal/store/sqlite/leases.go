@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -100,7 +99,7 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		if p.ClaimOnly {
 			return nil
 		}
-		id := rand.Text()
+		id := berth.NewID()
 		r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)
 		if err != nil {
 			return err
@@ -547,7 +546,7 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 	if _, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE id = ?", reqID); err != nil {
 		return nil, fmt.Errorf("delete served request: %w", err)
 	}
-	id := rand.Text()
+	id := berth.NewID()
 	if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
 		WHERE name = ?`, nanos(t), owner, id, r.Name); err != nil {
 		return nil, fmt.Errorf("hand resource over: %w", err)
