@@ -159,7 +159,8 @@ func (e *env) checkConfigCommand() *cobra.Command {
 // about 9% more acquire+release cycles per second (see BENCHMARKS.md).
 const serveGCPercent = 400
 
-// tuneGC sets serveGCPercent unless the operator chose GOGC.
+// tuneGC sets serveGCPercent unless the operator chose GOGC. berth bench
+// uses it too.
 func tuneGC() {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(serveGCPercent)
