@@ -30,6 +30,9 @@ type Store interface {
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 	Close() error
+	// SchemaVersion is the version of the schema the store migrated its
+	// database to when it opened.
+	SchemaVersion() int
 
 	// PoolSync reconciles the stored pools and resources with the config.
 	PoolSync(ctx context.Context, p *PoolSyncParams) (*PoolSyncResult, error)

@@ -9,11 +9,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +18,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/berth-ci/berth/internal/store"
+	"github.com/berth-ci/berth/internal/store/migrate"
 )
 
 //go:embed migrations/*.sql
@@ -222,53 +220,25 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// migration is one embedded schema step.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func migrations() ([]migration, error) {
-	files, err := fs.Glob(migrationFS, "migrations/*.up.sql")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, f := range files {
-		base := filepath.Base(f)
-		num, name, ok := strings.Cut(strings.TrimSuffix(base, ".up.sql"), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("sqlite: migration file %s is not named NNN_name.up.sql", base)
-		}
-		b, err := migrationFS.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
+func migrations() ([]migrate.Migration, error) {
+	return migrate.Load(migrationFS, "migrations")
 }
 
 // SchemaVersion is the newest schema this binary knows.
 func SchemaVersion() int {
 	ms, err := migrations()
-	if err != nil || len(ms) == 0 {
+	if err != nil {
 		return 0
 	}
-	return ms[len(ms)-1].version
+	return migrate.Latest(ms)
 }
+
+// SchemaVersion is the schema the store's database is at: once Open has
+// migrated it, the newest this binary knows.
+func (s *Store) SchemaVersion() int { return SchemaVersion() }
 
 // SchemaTooNewError says the database was written by a newer berth.
-type SchemaTooNewError struct {
-	Have, Know int
-}
-
-func (e *SchemaTooNewError) Error() string {
-	return fmt.Sprintf("database schema version %d is newer than this berth knows (%d): run a berth release at least as new as the one that wrote it", e.Have, e.Know)
-}
+type SchemaTooNewError = migrate.SchemaTooNewError
 
 func (s *Store) migrate(ctx context.Context) error {
 	ms, err := migrations()
@@ -289,24 +259,24 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: read schema version: %w", err)
 	}
-	if know := ms[len(ms)-1].version; have > know {
+	if know := migrate.Latest(ms); have > know {
 		return &SchemaTooNewError{Have: have, Know: know}
 	}
 	for _, m := range ms {
-		if m.version <= have {
+		if m.Version <= have {
 			continue
 		}
 		err := s.tx(ctx, func(tx *wtx) error {
 			// A migration holds several statements: run it unprepared.
-			if _, err := tx.w.conn.ExecContext(context.Background(), m.sql); err != nil {
+			if _, err := tx.w.conn.ExecContext(context.Background(), m.SQL); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, "INSERT INTO berth_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-				m.version, m.name, time.Now().UnixNano())
+				m.Version, m.Name, time.Now().UnixNano())
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("sqlite: migration %03d_%s: %w", m.version, m.name, err)
+			return fmt.Errorf("sqlite: migration %03d_%s: %w", m.Version, m.Name, err)
 		}
 	}
 	return nil

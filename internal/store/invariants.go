@@ -1,0 +1,28 @@
+package store
+
+// Invariant is a consistency rule of the stored state, as a query that
+// returns one row (a description) per violation. The queries are plain SQL
+// that both SQLite and PostgreSQL run; each store's Check runs all of them.
+type Invariant struct {
+	What, Query string
+}
+
+// Invariants are the rules every store's Check verifies.
+var Invariants = []Invariant{
+	{"resource with more than one active lease",
+		"SELECT resource || ' (' || count(*) || ' leases)' FROM leases WHERE ended_at IS NULL GROUP BY resource HAVING count(*) > 1"},
+	{"resource pointing at a lease that is not its active lease",
+		`SELECT r.name FROM resources r LEFT JOIN leases l ON l.id = r.lease_id AND l.ended_at IS NULL AND l.resource = r.name
+		 WHERE r.lease_id IS NOT NULL AND l.token IS NULL`},
+	{"active lease whose resource does not point back at it",
+		`SELECT l.id || ' on ' || l.resource FROM leases l LEFT JOIN resources r ON r.name = l.resource AND r.lease_id = l.id
+		 WHERE l.ended_at IS NULL AND r.name IS NULL`},
+	{"leased state without a lease",
+		"SELECT name || ' is ' || state FROM resources WHERE state IN ('busy', 'cleaning') AND lease_id IS NULL"},
+	{"free resource with a lease or an owner",
+		"SELECT name FROM resources WHERE state = 'free' AND (lease_id IS NOT NULL OR owner != '')"},
+	{"owner differs from the lease's",
+		`SELECT r.name FROM resources r JOIN leases l ON l.id = r.lease_id WHERE r.owner != l.owner`},
+	{"quarantined without a reason",
+		"SELECT name FROM resources WHERE state = 'quarantined' AND state_reason = ''"},
+}
