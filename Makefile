@@ -25,7 +25,17 @@ demo: ## run a throw-away broker with demo pools on 127.0.0.1:7420
 
 test: lint unit ## everything CI checks: formatting, vet, staticcheck, all tests with the race detector
 
-unit: ## all tests with the race detector
+# The PostgreSQL tests run against BERTH_TEST_POSTGRES. Unset, it defaults
+# to the local server below if one answers on its port; without one those
+# tests skip (and say how to enable them), except under CI=true, where a
+# skipped PostgreSQL test fails the run.
+PG_TEST_DEFAULT := postgres://postgres@127.0.0.1:5432/test
+
+unit: ## all tests with the race detector (PostgreSQL ones too, see BERTH_TEST_POSTGRES)
+	@if [ -z "$$BERTH_TEST_POSTGRES" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		export BERTH_TEST_POSTGRES=$(PG_TEST_DEFAULT); echo "PostgreSQL tests: $$BERTH_TEST_POSTGRES"; \
+	elif [ -n "$$BERTH_TEST_POSTGRES" ]; then echo "PostgreSQL tests: BERTH_TEST_POSTGRES"; \
+	else echo "PostgreSQL tests: SKIPPED (no BERTH_TEST_POSTGRES and nothing on 127.0.0.1:5432); set BERTH_TEST_POSTGRES=postgres://USER@HOST:PORT/DB to run them"; fi; \
 	$(GO) test -race -count=1 ./...
 
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck

@@ -83,7 +83,7 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 	f.BoolVar(&demo, "demo", false, "serve demo pools from a throw-away data directory")
 	f.StringVar(&o.DataDir, "data", "", "directory for the embedded database (default ./berth-data)")
 	f.StringVar(&o.Listen, "listen", server.DefaultListen, "address to serve HTTP on")
-	f.StringVar(&o.Store, "store", "", "store URL instead of --data: sqlite:PATH")
+	f.StringVar(&o.Store, "store", "", "store URL instead of --data: sqlite:PATH, or postgres://USER@HOST/DB for several replicas")
 	f.StringVar(&o.SQLiteSync, "sqlite-sync", "normal", "normal (survives a crash of berth) or full (also survives power loss)")
 	f.DurationVar(&o.ReapInterval, "reap-interval", time.Second, "how often to look for expired leases")
 	f.DurationVar(&o.Grace, "wait-grace", 30*time.Second, "how long a waiter keeps its place after its long poll ends")

@@ -213,7 +213,10 @@ func TestServeRefusesBadStartWithOneLine(t *testing.T) {
 		{[]string{"serve", "--demo", "--config", good, "--listen", "127.0.0.1:0"}, "exclude"},
 		{[]string{"serve", "--config", good, "--data", filepath.Join(dir, "d2"), "--listen", strings.TrimPrefix(taken.URL, "http://")}, "address already in use"},
 		{[]string{"serve", "--config", good, "--data", filepath.Join(notDir, "sub"), "--listen", "127.0.0.1:0"}, "data directory"},
-		{[]string{"serve", "--config", good, "--store", "postgres://localhost/berth", "--listen", "127.0.0.1:0"}, "postgres stores are not supported"},
+		{[]string{"serve", "--config", good, "--store", "mysql://localhost/berth", "--listen", "127.0.0.1:0"}, "mysql stores are not supported"},
+		// Port 1 on loopback: nothing listens, the connection is refused.
+		{[]string{"serve", "--config", good, "--store", "postgres://postgres@127.0.0.1:1/berth", "--listen", "127.0.0.1:0"}, "connection refused"},
+		{[]string{"serve", "--config", good, "--store", "postgres://u:secret@127.0.0.1/db?sslmode=bogus", "--listen", "127.0.0.1:0"}, "not a valid PostgreSQL connection string"},
 		{[]string{"serve", "--config", good, "--data", dir, "--sqlite-sync", "sometimes", "--listen", "127.0.0.1:0"}, "--sqlite-sync"},
 		{[]string{"serve", "--config", good, "--data", dir, "--log-format", "xml", "--listen", "127.0.0.1:0"}, "--log-format"},
 	} {
@@ -225,6 +228,9 @@ func TestServeRefusesBadStartWithOneLine(t *testing.T) {
 		lines := strings.Split(strings.TrimSpace(errOut), "\n")
 		if len(lines) != 1 || !strings.HasPrefix(lines[0], "berth: ") || !strings.Contains(lines[0], c.want) {
 			t.Errorf("berth %v: stderr %q, want one line mentioning %q", c.args, errOut, c.want)
+		}
+		if strings.Contains(errOut, "secret") {
+			t.Errorf("berth %v: stderr %q shows the store URL's password", c.args, errOut)
 		}
 	}
 }

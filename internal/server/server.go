@@ -22,6 +22,7 @@ import (
 	"github.com/berth-ci/berth/internal/config"
 	"github.com/berth-ci/berth/internal/lease"
 	"github.com/berth-ci/berth/internal/store"
+	"github.com/berth-ci/berth/internal/store/postgres"
 	"github.com/berth-ci/berth/internal/store/sqlite"
 )
 
@@ -80,9 +81,15 @@ func OpenStore(ctx context.Context, opts Options) (store.Store, error) {
 		path = filepath.Join(opts.DataDir, "berth.db")
 	case strings.HasPrefix(path, "sqlite:"):
 		path = strings.TrimPrefix(strings.TrimPrefix(path, "sqlite:"), "//")
+	case strings.HasPrefix(path, "postgres://"), strings.HasPrefix(path, "postgresql://"):
+		st, err := postgres.Open(ctx, path, postgres.Options{})
+		if err != nil {
+			return nil, &StartupError{Err: err}
+		}
+		return st, nil
 	case strings.Contains(path, "://"):
 		scheme, _, _ := strings.Cut(path, "://")
-		return nil, startupf("--store: %s stores are not supported by this version of berth (use sqlite:PATH)", scheme)
+		return nil, startupf("--store: %s stores are not supported (use sqlite:PATH or postgres://…)", scheme)
 	}
 	if path == "" {
 		return nil, startupf("--store: sqlite: needs a file path, such as sqlite:/var/lib/berth/berth.db")
@@ -135,7 +142,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	srv := &http.Server{
-		Handler:           api.New(api.Options{Engine: eng, Logger: log, SchemaVersion: sqlite.SchemaVersion()}),
+		Handler:           api.New(api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion()}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

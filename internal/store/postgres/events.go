@@ -1,0 +1,100 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+// events collects a transaction's events; flush writes them in order with
+// one statement, just before the commit.
+type events struct{ list []*berth.Event }
+
+func (e *events) add(ev *berth.Event) { e.list = append(e.list, ev) }
+
+func (e *events) flush(ctx context.Context, tx pgx.Tx) error {
+	if len(e.list) == 0 {
+		return nil
+	}
+	n := len(e.list)
+	var (
+		times, tokens                                = make([]int64, n), make([]int64, n)
+		res, typ, kind, from, to, reason, actor, ids = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		msg                                          = make([]string, n)
+	)
+	for i, ev := range e.list {
+		times[i], tokens[i] = nanos(ev.Time), ev.Token
+		res[i], typ[i], kind[i], from[i], to[i] = ev.Resource, ev.Type, string(ev.Kind), ev.From, ev.To
+		reason[i], actor[i], ids[i], msg[i] = ev.Reason, ev.Actor, ev.LeaseID, ev.Message
+	}
+	// WITH ORDINALITY and ORDER BY keep the ids in the order of the list.
+	if _, err := tx.Exec(ctx, `INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
+		SELECT a, b, c, d, e, f, g, h, i, j, k FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, h, i, j, k, o) ORDER BY o`,
+		times, res, typ, kind, from, to, reason, actor, ids, tokens, msg); err != nil {
+		return fmt.Errorf("write events: %w", err)
+	}
+	e.list = e.list[:0]
+	return nil
+}
+
+func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*berth.Event, error) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if p.Resource != "" {
+		where = append(where, "resource = "+arg(p.Resource))
+	}
+	if p.Type != "" {
+		where = append(where, "type = "+arg(p.Type))
+	}
+	if !p.Since.IsZero() {
+		where = append(where, "time >= "+arg(nanos(p.Since)))
+	}
+	if p.AfterID > 0 {
+		where = append(where, "id > "+arg(p.AfterID))
+	}
+	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message FROM events`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	if p.Desc {
+		q += " ORDER BY id DESC"
+	} else {
+		q += " ORDER BY id"
+	}
+	if p.Limit > 0 {
+		q += " LIMIT " + arg(p.Limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list events: %w", err)
+	}
+	defer rows.Close()
+	out := []*berth.Event{}
+	for rows.Next() {
+		var (
+			e berth.Event
+			t int64
+		)
+		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message); err != nil {
+			return nil, fmt.Errorf("postgres: list events: %w", err)
+		}
+		e.Time = fromNanos(t)
+		out = append(out, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: list events: %w", err)
+	}
+	return out, nil
+}

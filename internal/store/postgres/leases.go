@@ -1,0 +1,512 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason`
+
+func scanLease(row pgx.Row) (*berth.Lease, error) {
+	var (
+		l             berth.Lease
+		reqID         *string
+		ttl, acq, exp int64
+		ended         *int64
+		endReason     string
+	)
+	if err := row.Scan(&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &reqID, &ttl, &acq, &exp, &ended, &endReason); err != nil {
+		return nil, err
+	}
+	if reqID != nil {
+		l.RequestID = *reqID
+	}
+	l.TTL = berth.Duration(ttl)
+	l.AcquiredAt = fromNanos(acq)
+	l.ExpiresAt = fromNanos(exp)
+	l.EndedAt = nullTime(ended)
+	switch {
+	case ended == nil:
+		l.Status = berth.LeaseActive
+	case endReason == string(berth.LeaseExpired):
+		l.Status = berth.LeaseExpired
+	default:
+		l.Status = berth.LeaseReleased
+	}
+	return &l, nil
+}
+
+func (s *Store) LeaseGet(ctx context.Context, id string) (*berth.Lease, error) {
+	return leaseGet(ctx, s.pool, id)
+}
+
+func leaseGet(ctx context.Context, q querier, id string) (*berth.Lease, error) {
+	l, err := scanLease(q.QueryRow(ctx, "SELECT "+leaseColumns+" FROM leases WHERE id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get lease: %w", err)
+	}
+	return l, nil
+}
+
+// requestLock serializes, across replicas, the acquires that carry one
+// request id: a retry that reaches another replica while the first try is
+// still running must find its lease, not take a second resource.
+const requestLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-request:' || $1, 0))"
+
+func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (*store.LeaseAcquireResult, error) {
+	t := now(p.Now)
+	res := &store.LeaseAcquireResult{}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		*res = store.LeaseAcquireResult{}
+		if p.RequestID != "" {
+			if _, err := tx.Exec(ctx, requestLock, p.RequestID); err != nil {
+				return fmt.Errorf("lock request: %w", err)
+			}
+			// A retry of an acquire that succeeded, or a waiter coming for
+			// the resource it was handed: give it the same lease. At most
+			// one lease of a request is live (active and not past its
+			// expiry) at a time.
+			l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+
+				" FROM leases WHERE request_id = $1 AND ended_at IS NULL AND expires_at > $2 LIMIT 1", p.RequestID, nanos(t)))
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				return fmt.Errorf("find lease of request: %w", err)
+			case l.Type != p.Type:
+				return berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, l.Type, p.Type)
+			case l.Owner != p.Owner:
+				return berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+			default:
+				if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
+					if _, err := tx.Exec(ctx, "UPDATE leases SET expires_at = $1 WHERE token = $2", nanos(exp), l.Token); err != nil {
+						return fmt.Errorf("claim lease: %w", err)
+					}
+					l.ExpiresAt = exp
+				}
+				r, err := resourceGet(ctx, tx, l.Resource)
+				if err != nil {
+					return err
+				}
+				res.Lease, res.Resource = l, r
+				return nil
+			}
+		}
+		if p.ClaimOnly {
+			return nil
+		}
+		id := berth.NewID()
+		r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			if p.RequestID != "" {
+				// The same id may also wait in the queue (a waiting call,
+				// then one that does not wait): served now, it must not be
+				// served again there.
+				if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", p.RequestID); err != nil {
+					return fmt.Errorf("delete served request: %w", err)
+				}
+			}
+			ev := &events{}
+			l, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{
+				id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL,
+				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired",
+			})
+			if err != nil {
+				return err
+			}
+			res.Lease, res.Resource = l, r
+			return ev.flush(ctx, tx)
+		}
+		if !p.Wait {
+			return nil
+		}
+		req, err := enqueue(ctx, tx, p, t)
+		if err != nil {
+			return err
+		}
+		res.Request = req
+		return nil
+	})
+	if err != nil {
+		return nil, wrap("acquire", err)
+	}
+	return res, nil
+}
+
+// wrap adds context to err unless it is a sentinel or a caller-facing
+// *berth.Error, which must reach the engine unchanged.
+func wrap(op string, err error) error {
+	var be *berth.Error
+	if errors.As(err, &be) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrLeaseEnded) || errors.Is(err, store.ErrLeaseActive) {
+		return err
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// takeFree marks the free resource of the type that matches sel and has
+// been free longest as leased to owner under leaseID, and returns it; nil
+// if there is none. SKIP LOCKED: a resource another replica is taking at
+// this moment is passed over, never waited for.
+func takeFree(ctx context.Context, tx pgx.Tx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
+	q := `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
+		WHERE name = (SELECT name FROM resources WHERE type = $4 AND state = 'free' AND NOT retiring`
+	args := []any{nanos(t), owner, leaseID, typ}
+	if len(sel) > 0 {
+		q += " AND labels @> $5"
+		args = append(args, map[string]string(sel))
+	}
+	q += " ORDER BY state_changed_at, name LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING " + resourceColumns
+	r, err := scanResource(tx.QueryRow(ctx, q, args...))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take a free resource: %w", err)
+	}
+	return r, nil
+}
+
+type grantArgs struct {
+	id, owner, requestID string
+	ttl                  time.Duration
+	expires, now         time.Time
+	actor, reason        string
+}
+
+// recordLease writes the lease row and queues its event for r, which the
+// caller has already marked busy under g.id; from is the state r was in.
+func recordLease(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, from berth.State, g grantArgs) (*berth.Lease, error) {
+	var token int64
+	err := tx.QueryRow(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING token`,
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires)).Scan(&token)
+	if err != nil {
+		return nil, fmt.Errorf("insert lease: %w", err)
+	}
+	ev.add(&berth.Event{Time: g.now, Resource: r.Name, Type: r.Type, Kind: berth.EventLease,
+		From: string(from), To: string(berth.StateBusy), Reason: g.reason, Actor: g.actor, LeaseID: g.id, Token: token,
+		Message: "leased to " + g.owner})
+	return &berth.Lease{
+		ID: g.id, Token: token, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
+		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID,
+	}, nil
+}
+
+func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time.Time) (*berth.Request, error) {
+	if p.RequestID == "" {
+		return nil, errors.New("a waiting acquire needs a request id")
+	}
+	var (
+		seq          int64
+		typ, owner   string
+		exp, created int64
+		prio         int
+	)
+	err := tx.QueryRow(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = $1", p.RequestID).
+		Scan(&seq, &typ, &owner, &prio, &created, &exp)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("find request: %w", err)
+	case typ != p.Type:
+		return nil, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
+	case owner != p.Owner:
+		return nil, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+	case exp > nanos(t):
+		// Still in the queue: keep the place, extend the hold on it.
+		if nanos(p.WaitUntil) > exp {
+			exp = nanos(p.WaitUntil)
+			if _, err := tx.Exec(ctx, "UPDATE requests SET expires_at = $1 WHERE seq = $2", exp, seq); err != nil {
+				return nil, fmt.Errorf("extend request: %w", err)
+			}
+		}
+		return requestWithPosition(ctx, tx, &berth.Request{
+			ID: p.RequestID, Type: typ, Owner: p.Owner, Priority: prio, Selector: p.Selector,
+			CreatedAt: fromNanos(created), ExpiresAt: fromNanos(exp),
+		}, seq, t)
+	default:
+		// It expired: it lost its place and joins at the back.
+		if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE seq = $1", seq); err != nil {
+			return nil, fmt.Errorf("drop expired request: %w", err)
+		}
+	}
+	sel := map[string]string(p.Selector)
+	if sel == nil {
+		sel = map[string]string{}
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`, p.RequestID, p.Type, p.Owner, p.Priority, sel, nanos(t), nanos(p.WaitUntil)).Scan(&seq)
+	if err != nil {
+		return nil, fmt.Errorf("queue request: %w", err)
+	}
+	return requestWithPosition(ctx, tx, &berth.Request{
+		ID: p.RequestID, Type: p.Type, Owner: p.Owner, Priority: p.Priority, Selector: p.Selector,
+		CreatedAt: t, ExpiresAt: p.WaitUntil,
+	}, seq, t)
+}
+
+func requestWithPosition(ctx context.Context, q querier, r *berth.Request, seq int64, t time.Time) (*berth.Request, error) {
+	var ahead int
+	err := q.QueryRow(ctx, `SELECT count(*) FROM requests WHERE type = $1 AND expires_at > $2
+		AND (priority > $3 OR (priority = $3 AND seq < $4))`, r.Type, nanos(t), r.Priority, seq).Scan(&ahead)
+	if err != nil {
+		return nil, fmt.Errorf("request position: %w", err)
+	}
+	r.Position = ahead + 1
+	return r, nil
+}
+
+func (s *Store) RequestGet(ctx context.Context, p *store.RequestGetParams) (*berth.Request, error) {
+	t := now(p.Now)
+	var (
+		r            berth.Request
+		seq          int64
+		sel          map[string]string
+		created, exp int64
+	)
+	err := s.pool.QueryRow(ctx, "SELECT seq, id, type, owner, priority, selector, created_at, expires_at FROM requests WHERE id = $1", p.ID).
+		Scan(&seq, &r.ID, &r.Type, &r.Owner, &r.Priority, &sel, &created, &exp)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get request: %w", err)
+	}
+	if len(sel) > 0 {
+		r.Selector = sel
+	}
+	r.CreatedAt, r.ExpiresAt = fromNanos(created), fromNanos(exp)
+	out, err := requestWithPosition(ctx, s.pool, &r, seq, t)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) RequestCancel(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM requests WHERE id = $1", id)
+	if err != nil {
+		return fmt.Errorf("postgres: cancel request: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (s *Store) RequestShorten(ctx context.Context, p *store.RequestShortenParams) error {
+	if _, err := s.pool.Exec(ctx, "UPDATE requests SET expires_at = least(expires_at, $1) WHERE id = $2", nanos(p.ExpiresAt), p.ID); err != nil {
+		return fmt.Errorf("postgres: shorten request: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) RequestPrune(ctx context.Context, t time.Time) (int, error) {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM requests WHERE expires_at <= $1", nanos(now(t)))
+	if err != nil {
+		return 0, fmt.Errorf("postgres: prune requests: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParams) (*store.LeaseHeartbeatResult, error) {
+	t := now(p.Now)
+	res := &store.LeaseHeartbeatResult{}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		l, err := scanLease(tx.QueryRow(ctx, "UPDATE leases SET expires_at = $1 + ttl WHERE id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING "+leaseColumns,
+			nanos(t), p.ID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			if _, err := leaseGet(ctx, tx, p.ID); err != nil {
+				return err
+			}
+			return store.ErrLeaseEnded
+		}
+		if err != nil {
+			return err
+		}
+		r, err := resourceGet(ctx, tx, l.Resource)
+		if err != nil {
+			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
+		}
+		res.Lease, res.Resource = l, r
+		return nil
+	})
+	if err != nil {
+		return nil, wrap("heartbeat", err)
+	}
+	return res, nil
+}
+
+func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (*store.LeaseReleaseResult, error) {
+	t := now(p.Now)
+	res := &store.LeaseReleaseResult{}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		*res = store.LeaseReleaseResult{}
+		status := berth.LeaseReleased
+		// A lease past its expiry is lost: only the reaper ends it, as
+		// expired, so that the record says what happened.
+		q := "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at > $1 RETURNING " + leaseColumns
+		if p.Expired {
+			status = berth.LeaseExpired
+			// Only if still past its expiry: a heartbeat may have won.
+			q = "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at <= $1 RETURNING " + leaseColumns
+		}
+		l, err := scanLease(tx.QueryRow(ctx, q, nanos(t), string(status), p.ID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			l, err := leaseGet(ctx, tx, p.ID)
+			if err != nil {
+				return err
+			}
+			if l.Status == berth.LeaseActive && p.Expired {
+				return store.ErrLeaseActive
+			}
+			res.Lease = l
+			return store.ErrLeaseEnded
+		}
+		if err != nil {
+			return fmt.Errorf("end lease: %w", err)
+		}
+		res.Lease = l
+		actor := p.Actor
+		if actor == "" {
+			actor = l.Owner // the holder released it
+		}
+		to, handoffTTL := p.To, p.HandoffTTL
+		if p.Decide != nil {
+			to, handoffTTL = p.Decide(l.Type)
+		}
+		// The resource row is locked by the lease's end above only in
+		// spirit: lock it for real before deciding what becomes of it.
+		r, err := scanResource(tx.QueryRow(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = $1 FOR UPDATE", l.Resource))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
+		}
+		if r.LeaseID != l.ID {
+			return fmt.Errorf("resource %s is held by lease %q, not %q", r.Name, r.LeaseID, l.ID)
+		}
+		ev := &events{}
+		reason := string(status)
+		from := r.State
+		if r.Retiring {
+			if _, err := tx.Exec(ctx, "DELETE FROM resources WHERE name = $1", r.Name); err != nil {
+				return fmt.Errorf("remove retired resource: %w", err)
+			}
+			ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
+				Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token,
+				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool (no longer in the config); "+p.Reason, "; ")})
+			return ev.flush(ctx, tx)
+		}
+		ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
+			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason})
+		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
+		if to == berth.StateFree {
+			// Straight to the first waiter it suits, if any: one update.
+			h, err := handoff(ctx, tx, ev, r, t, handoffTTL, actor)
+			if err != nil {
+				return err
+			}
+			if h != nil {
+				res.Resource, res.Handoff = r, h
+				return ev.flush(ctx, tx)
+			}
+		}
+		if to == berth.StateQuarantined {
+			r.StateReason = p.Reason
+		}
+		r.State = to
+		if _, err := tx.Exec(ctx, `UPDATE resources SET state = $1, state_reason = $2, state_changed_at = $3, owner = '', lease_id = NULL
+			WHERE name = $4`, string(to), r.StateReason, nanos(t), r.Name); err != nil {
+			return fmt.Errorf("move resource on: %w", err)
+		}
+		res.Resource = r
+		return ev.flush(ctx, tx)
+	})
+	if err != nil {
+		return res, wrap("release", err)
+	}
+	return res, nil
+}
+
+// handoff gives the free resource r to the first waiting request it suits:
+// highest priority first, then oldest. A request another replica is
+// serving at this moment is passed over (SKIP LOCKED). It updates r in
+// place and returns nil when none waits (r is then untouched).
+func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
+	var (
+		reqID, owner string
+		reqExpiresAt int64
+	)
+	labels := r.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at FROM requests
+		WHERE type = $1 AND expires_at > $2 AND $3::jsonb @> selector
+		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels).Scan(&reqID, &owner, &reqExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find waiter: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", reqID); err != nil {
+		return nil, fmt.Errorf("delete served request: %w", err)
+	}
+	id := berth.NewID()
+	if _, err := tx.Exec(ctx, `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
+		WHERE name = $4`, nanos(t), owner, id, r.Name); err != nil {
+		return nil, fmt.Errorf("hand resource over: %w", err)
+	}
+	// The waiter may have gone away and be due back within its grace. Until
+	// it claims the lease, it lasts no longer than the request would have.
+	exp := t.Add(ttl)
+	if re := fromNanos(reqExpiresAt); re.Before(exp) {
+		exp = re
+	}
+	if _, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff"}); err != nil {
+		return nil, err
+	}
+	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.StateBusy, "", t, owner, id
+	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type}, nil
+}
+
+func (s *Store) LeaseListExpired(ctx context.Context, p *store.LeaseListExpiredParams) ([]*berth.Lease, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.pool.Query(ctx, "SELECT "+leaseColumns+" FROM leases WHERE ended_at IS NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+		nanos(now(p.Now)), limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list expired leases: %w", err)
+	}
+	defer rows.Close()
+	var out []*berth.Lease
+	for rows.Next() {
+		l, err := scanLease(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: list expired leases: %w", err)
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: list expired leases: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,215 @@
+// Package postgres is berth's PostgreSQL store, for several berth replicas
+// sharing one database. Every mutation is one transaction at READ
+// COMMITTED; rows that concurrent replicas could contend for are taken
+// with FOR UPDATE SKIP LOCKED, so that no replica waits on a row another
+// holds, and the schema itself refuses a second active lease on a resource.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/berth-ci/berth/internal/store"
+	"github.com/berth-ci/berth/internal/store/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Options configure Open.
+type Options struct {
+	// Schema, if set, holds berth's tables instead of the connection's
+	// default (public); it is created if missing. Tests use one each.
+	Schema string
+	// MaxConns bounds the connection pool; default pgxpool's (4 per CPU,
+	// at least 4).
+	MaxConns int32
+}
+
+// Store is the PostgreSQL implementation of store.Store.
+type Store struct {
+	pool   *pgxpool.Pool
+	schema string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at url (a postgres:// URL or a key=value
+// connection string) and brings its schema up to date. It refuses a
+// database whose schema is newer than this binary.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's message can quote the whole URL, password included.
+		return nil, errors.New("postgres: the store URL is not a valid PostgreSQL connection string")
+	}
+	if opts.Schema != "" {
+		if !validSchema(opts.Schema) {
+			return nil, fmt.Errorf("postgres: schema %q: want lower-case letters, digits and '_'", opts.Schema)
+		}
+		cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{pool: pool, schema: opts.Schema}
+	if err := s.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if opts.Schema != "" {
+		if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+opts.Schema); err != nil && !isUniqueViolation(err) {
+			pool.Close()
+			return nil, fmt.Errorf("postgres: create schema %s: %w", opts.Schema, err)
+		}
+	}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func validSchema(s string) bool {
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return s != "" && len(s) <= 63
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Ping checks that the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	return nil
+}
+
+func migrations() ([]migrate.Migration, error) {
+	return migrate.Load(migrationFS, "migrations")
+}
+
+// SchemaVersion is the newest schema this binary knows.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		return 0
+	}
+	return migrate.Latest(ms)
+}
+
+// SchemaVersion is the schema the store's database is at: once Open has
+// migrated it, the newest this binary knows.
+func (s *Store) SchemaVersion() int { return SchemaVersion() }
+
+// SchemaTooNewError says the database was written by a newer berth.
+type SchemaTooNewError = migrate.SchemaTooNewError
+
+// migrateLock is the advisory lock replicas take to migrate one at a time;
+// the schema name is mixed in so that tests on separate schemas do not
+// wait for each other.
+const migrateLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-migrate:' || current_schema(), 0))"
+
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return fmt.Errorf("postgres: read migrations: %w", err)
+	}
+	know := migrate.Latest(ms)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, migrateLock); err != nil {
+			return fmt.Errorf("lock for migration: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS berth_migrations (
+			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
+			return fmt.Errorf("create migration table: %w", err)
+		}
+		var have int
+		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if have > know {
+			return &SchemaTooNewError{Have: have, Know: know}
+		}
+		for _, m := range ms {
+			if m.Version <= have {
+				continue
+			}
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("migration %03d_%s: %w", m.Version, m.Name, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO berth_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+				m.Version, m.Name, time.Now().UnixNano()); err != nil {
+				return fmt.Errorf("migration %03d_%s: %w", m.Version, m.Name, err)
+			}
+		}
+		return nil
+	})
+	var tooNew *SchemaTooNewError
+	if errors.As(err, &tooNew) {
+		return tooNew
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	return nil
+}
+
+// tx runs fn in one READ COMMITTED transaction.
+func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, fn)
+}
+
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func nullTime(n *int64) *time.Time {
+	if n == nil {
+		return nil
+	}
+	t := fromNanos(*n)
+	return &t
+}
+
+func now(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

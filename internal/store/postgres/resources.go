@@ -1,0 +1,433 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+const resourceColumns = `name, type, state, state_reason, state_changed_at, owner, lease_id,
+	user_data, labels, health_status, health_reason, health_message,
+	health_probe_time, health_transition_time, retiring`
+
+func scanResource(row pgx.Row) (*berth.Resource, error) {
+	var (
+		r                  berth.Resource
+		changed            int64
+		leaseID            *string
+		probeT, transition *int64
+	)
+	err := row.Scan(&r.Name, &r.Type, &r.State, &r.StateReason, &changed, &r.Owner, &leaseID,
+		&r.UserData, &r.Labels, &r.Health.Status, &r.Health.Reason, &r.Health.Message,
+		&probeT, &transition, &r.Retiring)
+	if err != nil {
+		return nil, err
+	}
+	r.StateChangedAt = fromNanos(changed)
+	if leaseID != nil {
+		r.LeaseID = *leaseID
+	}
+	r.Health.LastProbeTime = nullTime(probeT)
+	r.Health.LastTransitionTime = nullTime(transition)
+	if r.UserData == nil {
+		r.UserData = map[string]string{}
+	}
+	if r.Labels == nil {
+		r.Labels = map[string]string{}
+	}
+	return &r, nil
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func (s *Store) ResourceGet(ctx context.Context, name string) (*berth.Resource, error) {
+	return resourceGet(ctx, s.pool, name)
+}
+
+func resourceGet(ctx context.Context, q querier, name string) (*berth.Resource, error) {
+	r, err := scanResource(q.QueryRow(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = $1", name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get resource %s: %w", name, err)
+	}
+	return r, nil
+}
+
+func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) ([]*berth.Resource, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if p.Type != "" {
+		args = append(args, p.Type)
+		where = append(where, fmt.Sprintf("type = $%d", len(args)))
+	}
+	if p.State != "" {
+		args = append(args, string(p.State))
+		where = append(where, fmt.Sprintf("state = $%d", len(args)))
+	}
+	q := "SELECT " + resourceColumns + " FROM resources"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY type, name"
+	if p.Limit > 0 {
+		args = append(args, p.Limit)
+		q += fmt.Sprintf(" LIMIT $%d", len(args))
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list resources: %w", err)
+	}
+	defer rows.Close()
+	out := []*berth.Resource{}
+	for rows.Next() {
+		r, err := scanResource(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: list resources: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: list resources: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
+	pools := map[string]*berth.Pool{}
+	var order []string
+	// One snapshot for the three reads, so that the counts agree.
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, "SELECT type, lease_ttl, janitor FROM pools ORDER BY type")
+		if err != nil {
+			return fmt.Errorf("list pools: %w", err)
+		}
+		for rows.Next() {
+			p := &berth.Pool{States: map[berth.State]int{}}
+			var ttl int64
+			if err := rows.Scan(&p.Type, &ttl, &p.Janitor); err != nil {
+				rows.Close()
+				return fmt.Errorf("list pools: %w", err)
+			}
+			p.LeaseTTL = berth.Duration(ttl)
+			pools[p.Type] = p
+			order = append(order, p.Type)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("list pools: %w", err)
+		}
+
+		rows, err = tx.Query(ctx, "SELECT type, state, count(*) FROM resources GROUP BY type, state")
+		if err != nil {
+			return fmt.Errorf("count resources: %w", err)
+		}
+		for rows.Next() {
+			var (
+				typ   string
+				state berth.State
+				n     int
+			)
+			if err := rows.Scan(&typ, &state, &n); err != nil {
+				rows.Close()
+				return fmt.Errorf("count resources: %w", err)
+			}
+			p, ok := pools[typ]
+			if !ok {
+				// Resources of a pool gone from the config, still leased.
+				p = &berth.Pool{Type: typ, Janitor: "none", States: map[berth.State]int{}}
+				pools[typ] = p
+				order = append(order, typ)
+			}
+			p.States[state] += n
+			p.Total += n
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("count resources: %w", err)
+		}
+
+		rows, err = tx.Query(ctx, "SELECT type, count(*) FROM requests GROUP BY type")
+		if err != nil {
+			return fmt.Errorf("count requests: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				typ string
+				n   int
+			)
+			if err := rows.Scan(&typ, &n); err != nil {
+				return fmt.Errorf("count requests: %w", err)
+			}
+			if p, ok := pools[typ]; ok {
+				p.Waiters = n
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	out := make([]*berth.Pool, 0, len(order))
+	for _, t := range order {
+		out = append(out, pools[t])
+	}
+	return out, nil
+}
+
+// syncLock serializes config reconciliation between replicas that start
+// together: each reads every resource and decides from what it read.
+const syncLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-sync:' || current_schema(), 0))"
+
+// PoolSync makes the stored pools match the config: new resources are added
+// free, resources gone from the config are deleted, or marked retiring while
+// leased so that no lease is lost. Config user data is merged over what is
+// stored (keys the config does not name are kept); labels are replaced.
+func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.PoolSyncResult, error) {
+	t := now(p.Now)
+	res := &store.PoolSyncResult{}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		*res = store.PoolSyncResult{}
+		if _, err := tx.Exec(ctx, syncLock); err != nil {
+			return fmt.Errorf("lock for sync: %w", err)
+		}
+		type have struct {
+			typ, state       string
+			userData, labels map[string]string
+			leased, retiring bool
+		}
+		existing := map[string]*have{}
+		rows, err := tx.Query(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources")
+		if err != nil {
+			return fmt.Errorf("read resources: %w", err)
+		}
+		for rows.Next() {
+			var name string
+			h := &have{}
+			if err := rows.Scan(&name, &h.typ, &h.state, &h.userData, &h.labels, &h.leased, &h.retiring); err != nil {
+				rows.Close()
+				return fmt.Errorf("read resources: %w", err)
+			}
+			existing[name] = h
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read resources: %w", err)
+		}
+
+		if _, err := tx.Exec(ctx, "DELETE FROM pools"); err != nil {
+			return fmt.Errorf("clear pools: %w", err)
+		}
+		ev := &events{}
+		waiting, err := typesWithRequests(ctx, tx)
+		if err != nil {
+			return err
+		}
+		var added []newResource
+		seen := map[string]bool{}
+		for _, pool := range p.Pools {
+			janitor := pool.Janitor
+			if janitor == "" {
+				janitor = "none"
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO pools (type, lease_ttl, janitor) VALUES ($1, $2, $3)", pool.Type, int64(pool.LeaseTTL), janitor); err != nil {
+				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
+			}
+			for _, spec := range pool.Resources {
+				seen[spec.Name] = true
+				h, ok := existing[spec.Name]
+				if !ok {
+					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
+					continue
+				}
+				if err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.retiring, t, p.Actor); err != nil {
+					return err
+				}
+			}
+		}
+		if err := insertResources(ctx, tx, added, t, p.Actor); err != nil {
+			return err
+		}
+		// A pool without a janitor has nothing that would ever clean a
+		// dirty resource (one left by an earlier config): free it rather
+		// than let it leave the pool silently.
+		for _, pool := range p.Pools {
+			if pool.Janitor != "" && pool.Janitor != "none" {
+				continue
+			}
+			rows, err := tx.Query(ctx, `UPDATE resources SET state = 'free', state_reason = '', state_changed_at = $1
+				WHERE type = $2 AND state = 'dirty' AND lease_id IS NULL RETURNING name`, nanos(t), pool.Type)
+			if err != nil {
+				return fmt.Errorf("free dirty resources of %s: %w", pool.Type, err)
+			}
+			freed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return fmt.Errorf("free dirty resources of %s: %w", pool.Type, err)
+			}
+			for _, n := range freed {
+				ev.add(&berth.Event{Time: t, Resource: n, Type: pool.Type, Kind: berth.EventConfig, From: string(berth.StateDirty),
+					To: string(berth.StateFree), Reason: "no janitor", Actor: p.Actor, Message: "the pool has no janitor to clean it"})
+				if waiting[pool.Type] {
+					added = append(added, newResource{spec: store.ResourceSpec{Name: n}, typ: pool.Type, ttl: pool.LeaseTTL, freed: true})
+				}
+			}
+		}
+		for _, a := range added {
+			if !a.freed {
+				res.Added = append(res.Added, a.spec.Name)
+			}
+			if !waiting[a.typ] {
+				continue
+			}
+			r, err := resourceGet(ctx, tx, a.spec.Name)
+			if err != nil {
+				return err
+			}
+			// The events so far come first: a handoff's event follows the
+			// one that made the resource free.
+			h, err := handoff(ctx, tx, ev, r, t, a.ttl, p.Actor)
+			if err != nil {
+				return err
+			}
+			if h != nil {
+				res.Handoffs = append(res.Handoffs, *h)
+			}
+		}
+		for name, h := range existing {
+			if seen[name] || h.retiring {
+				continue
+			}
+			if h.leased {
+				if _, err := tx.Exec(ctx, "UPDATE resources SET retiring = true WHERE name = $1", name); err != nil {
+					return fmt.Errorf("retire %s: %w", name, err)
+				}
+				res.Retiring = append(res.Retiring, name)
+				ev.add(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
+					From: h.state, To: h.state, Reason: "retiring", Actor: p.Actor,
+					Message: "removed from the config while leased; leaves the pool when its lease ends"})
+				continue
+			}
+			if _, err := tx.Exec(ctx, "DELETE FROM resources WHERE name = $1", name); err != nil {
+				return fmt.Errorf("remove %s: %w", name, err)
+			}
+			res.Removed = append(res.Removed, name)
+			ev.add(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
+				From: h.state, Reason: "removed", Actor: p.Actor, Message: "removed from the config"})
+		}
+		return ev.flush(ctx, tx)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: sync pools: %w", err)
+	}
+	return res, nil
+}
+
+func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.ResourceSpec, typ, haveType string, userData, labels map[string]string,
+	retiring bool, t time.Time, actor string) error {
+	if userData == nil {
+		userData = map[string]string{}
+	}
+	merged := maps.Clone(userData)
+	maps.Copy(merged, spec.UserData)
+	newLabels := spec.Labels
+	if newLabels == nil {
+		newLabels = map[string]string{}
+	}
+	// A leased resource moves to its new pool at once: its lease keeps the
+	// TTL it was granted with and its own type, so the holder sees no
+	// change, and when it is released it goes to the new pool's waiters.
+	if maps.Equal(merged, userData) && maps.Equal(newLabels, labels) && typ == haveType && !retiring {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "UPDATE resources SET type = $1, user_data = $2, labels = $3, retiring = false WHERE name = $4",
+		typ, merged, newLabels, spec.Name); err != nil {
+		return fmt.Errorf("update resource %s: %w", spec.Name, err)
+	}
+	msg := "user data or labels changed in the config"
+	if typ != haveType {
+		msg = fmt.Sprintf("moved from pool %s", haveType)
+	}
+	if retiring {
+		msg = "back in the config; no longer retiring"
+	}
+	ev.add(&berth.Event{Time: t, Resource: spec.Name, Type: typ, Kind: berth.EventConfig, Reason: "updated", Actor: actor, Message: msg})
+	return nil
+}
+
+func typesWithRequests(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {
+	rows, err := tx.Query(ctx, "SELECT DISTINCT type FROM requests")
+	if err != nil {
+		return nil, fmt.Errorf("read requests: %w", err)
+	}
+	types, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read requests: %w", err)
+	}
+	out := map[string]bool{}
+	for _, t := range types {
+		out[t] = true
+	}
+	return out, nil
+}
+
+type newResource struct {
+	spec store.ResourceSpec
+	typ  string
+	ttl  time.Duration
+	// freed: not new, but made free by this sync; it may go to a waiter.
+	freed bool
+}
+
+// insertResources adds resources and their "added" events with one
+// statement each per 10,000 rows, from arrays: a first start with 100,000
+// resources must not take 200,000 round trips.
+func insertResources(ctx context.Context, tx pgx.Tx, rs []newResource, t time.Time, actor string) error {
+	const chunk = 10_000
+	for len(rs) > 0 {
+		n := min(chunk, len(rs))
+		part := rs[:n]
+		rs = rs[n:]
+		names := make([]string, n)
+		types := make([]string, n)
+		uds := make([]map[string]string, n)
+		labels := make([]map[string]string, n)
+		for i, r := range part {
+			names[i], types[i] = r.spec.Name, r.typ
+			uds[i], labels[i] = nonNil(r.spec.UserData), nonNil(r.spec.Labels)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels)
+			SELECT n, t, 'free', $3, u, l FROM unnest($1::text[], $2::text[], $4::jsonb[], $5::jsonb[]) AS x(n, t, u, l)`,
+			names, types, nanos(t), uds, labels); err != nil {
+			return fmt.Errorf("insert resources: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO events (time, resource, type, kind, to_state, reason, actor)
+			SELECT $3, n, t, 'config', 'free', 'added', $4 FROM unnest($1::text[], $2::text[]) AS x(n, t)`,
+			names, types, nanos(t), actor); err != nil {
+			return fmt.Errorf("record added resources: %w", err)
+		}
+	}
+	return nil
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
