@@ -133,6 +133,34 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		if !p.Wait {
 			return nil
 		}
+		// Nothing free: queue, under the type's queue lock taken
+		// exclusively. A release that frees a resource holds that lock
+		// shared from before it looks for waiters until it commits, so by
+		// the time the lock is ours every release that missed this request
+		// has committed, and the second look below sees what it freed.
+		// Without this, a release and an enqueue running together could
+		// each miss the other: a free resource and a waiter waiting.
+		if _, err := tx.Exec(ctx, queueLockExclusive, p.Type); err != nil {
+			return fmt.Errorf("lock queue of %s: %w", p.Type, err)
+		}
+		if r, err = takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t); err != nil {
+			return err
+		}
+		if r != nil {
+			if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", p.RequestID); err != nil {
+				return fmt.Errorf("delete served request: %w", err)
+			}
+			ev := &events{}
+			l, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{
+				id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL,
+				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired",
+			})
+			if err != nil {
+				return err
+			}
+			res.Lease, res.Resource = l, r
+			return ev.flush(ctx, tx)
+		}
 		req, err := enqueue(ctx, tx, p, t)
 		if err != nil {
 			return err
@@ -145,6 +173,16 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 	}
 	return res, nil
 }
+
+// The queue lock of a type orders enqueues after the releases that could
+// have served them (see LeaseAcquire). Releases share it, so they never wait
+// for each other; only an enqueue, which happens when the pool is
+// exhausted, waits for the releases in flight and holds new ones back until
+// it commits.
+const (
+	queueLockShared    = "SELECT pg_advisory_xact_lock_shared(hashtextextended('berth-queue:' || current_schema() || ':' || $1, 0))"
+	queueLockExclusive = "SELECT pg_advisory_xact_lock(hashtextextended('berth-queue:' || current_schema() || ':' || $1, 0))"
+)
 
 // wrap adds context to err unless it is a sentinel or a caller-facing
 // *berth.Error, which must reach the engine unchanged.
@@ -416,6 +454,9 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason})
 		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
 		if to == berth.StateFree {
+			if _, err := tx.Exec(ctx, queueLockShared, r.Type); err != nil {
+				return fmt.Errorf("lock queue of %s: %w", r.Type, err)
+			}
 			// Straight to the first waiter it suits, if any: one update.
 			h, err := handoff(ctx, tx, ev, r, t, handoffTTL, actor)
 			if err != nil {

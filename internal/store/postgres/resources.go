@@ -235,6 +235,13 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return fmt.Errorf("clear pools: %w", err)
 		}
 		ev := &events{}
+		// Resources this sync adds or frees may go to waiters: hold each
+		// pool's queue lock as a release does (see LeaseAcquire).
+		for _, pool := range p.Pools {
+			if _, err := tx.Exec(ctx, queueLockShared, pool.Type); err != nil {
+				return fmt.Errorf("lock queue of %s: %w", pool.Type, err)
+			}
+		}
 		waiting, err := typesWithRequests(ctx, tx)
 		if err != nil {
 			return err

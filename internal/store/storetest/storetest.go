@@ -60,6 +60,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Events", testEvents},
 		{"PoolList", testPoolList},
 		{"NotFound", testNotFound},
+		{"ReleaseRacesEnqueue", testReleaseRacesEnqueue},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -766,5 +767,53 @@ func testRequestIDServedOnce(t *testing.T, s store.Store) {
 	mustLease(t, acquire(t, s, acq{typ: "vm", requestID: "r"})) // takes vm-b
 	if rel := release(t, s, la.ID, berth.StateFree, at(time.Second)); rel.Handoff != nil {
 		t.Fatalf("vm-a was handed to request r, which already holds vm-b")
+	}
+}
+
+// testReleaseRacesEnqueue releases the only resource of a pool at the same
+// moment as another caller, finding none free, queues for one, many
+// times. Whatever the interleaving, the two must not miss each other:
+// never a free resource and a request left waiting for it (that waiter
+// would sit until its poll timed out).
+func testReleaseRacesEnqueue(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	ctx := context.Background()
+	for i := range 100 {
+		now := at(time.Duration(i) * time.Second)
+		held := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "holder", now: now}))
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		var got *store.LeaseAcquireResult
+		go func() {
+			<-start
+			_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: held.ID, To: berth.StateFree, Now: now, HandoffTTL: ttl})
+			errs <- err
+		}()
+		go func() {
+			<-start
+			var err error
+			got, err = s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "vm", Owner: "waiter", RequestID: fmt.Sprintf("w-%d", i),
+				Wait: true, WaitUntil: now.Add(time.Minute), LeaseTTL: ttl, Now: now, Actor: "waiter"})
+			errs <- err
+		}()
+		close(start)
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+		// The waiter holds the resource now: got it at once, or was
+		// handed it by the release.
+		r, err := s.ResourceGet(ctx, "vm-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != berth.StateBusy || r.Owner != "waiter" {
+			t.Fatalf("round %d: resource %s is %s (owner %q) and the acquire got %+v; a release and a queued acquire missed each other",
+				i, r.Name, r.State, r.Owner, got)
+		}
+		if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
+			t.Fatalf("round %d: release the waiter's lease: %v", i, err)
+		}
 	}
 }
