@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/client"
@@ -56,5 +57,57 @@ func TestPostgresStoreKeepsLeasesAcrossKill9(t *testing.T) {
 	}
 	if _, err := c.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "job-4"}); berth.ErrorCodeOf(err) != berth.EExhausted {
 		t.Fatalf("third acquire on two resources: %v; want exhausted", err)
+	}
+}
+
+// TestPostgresHandoffAcrossReplicas: two `berth serve` processes on one
+// PostgreSQL. A job long-polls on replica B for the only resource, which a
+// job on replica A holds; A's release hands it over, and B's long poll is
+// woken by the notification and answers with the lease long before its
+// wait would have ended.
+func TestPostgresHandoffAcrossReplicas(t *testing.T) {
+	store := pgtest.StoreURL(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, poolYAML("vm", 1, "10m"))
+	a := startServer(t, "--config", cfg, "--store", store)
+	b := startServer(t, "--config", cfg, "--store", store)
+	ca := newClient(t, client.Options{Servers: []string{a.URL}})
+	cb := newClient(t, client.Options{Servers: []string{b.URL}})
+	ctx := context.Background()
+
+	held, err := ca.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "job-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wait = time.Minute
+	type result struct {
+		a   *client.Acquired
+		err error
+		at  time.Time
+	}
+	got := make(chan result, 1)
+	go func() {
+		r, err := cb.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "job-b", Wait: wait})
+		got <- result{r, err, time.Now()}
+	}()
+	waitFor(t, "the job on replica B to queue", func() bool {
+		p, err := ca.Pool(ctx, "vm")
+		return err == nil && p.Waiters == 1
+	})
+	released := time.Now()
+	if _, err := ca.Release(ctx, held.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.a.Lease.Owner != "job-b" || r.a.Resource.Name != held.Resource.Name || r.a.Lease.Token <= held.Lease.Token {
+			t.Fatalf("waiter got %+v", r.a.Lease)
+		}
+		t.Logf("release on A -> waiter on B holds it: %s", r.at.Sub(released))
+	case <-time.After(wait / 2):
+		t.Fatalf("the waiter on replica B was not woken by the release on replica A within %s", wait/2)
 	}
 }

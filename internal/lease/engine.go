@@ -630,6 +630,25 @@ func (e *Engine) unsubscribe(id string) {
 	}
 }
 
+// Wake tells the long poll of request id, if one runs in this process,
+// that it has been handed a lease: the store reports handoffs made by
+// other processes (store.HandoffListener). With id "", every long poll
+// here looks again.
+func (e *Engine) Wake(id string) {
+	if id != "" {
+		e.wake(id)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, w := range e.waiters {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // wake tells the long poll of request id, if one runs here, that it has
 // been handed a lease.
 func (e *Engine) wake(id string) {

@@ -153,6 +153,11 @@ func Run(ctx context.Context, opts Options) error {
 	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { eng.RunReaper(loops, opts.ReapInterval) })
+	if hl, ok := st.(store.HandoffListener); ok {
+		// Handoffs made by other berth processes on the same store wake
+		// the long polls running here.
+		wg.Go(func() { hl.ListenHandoffs(loops, eng.Wake) })
+	}
 	defer func() {
 		stopLoops()
 		wg.Wait()

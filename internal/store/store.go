@@ -73,6 +73,17 @@ type Store interface {
 	Check(ctx context.Context) error
 }
 
+// HandoffListener is implemented by a store that several berth processes
+// share. A handoff made in one process must wake the long poll of the
+// request it served, which may run in another.
+type HandoffListener interface {
+	// ListenHandoffs calls fn with the request id of each handoff that any
+	// process commits, until ctx ends. After it (re)connects, when it may
+	// have missed some, it calls fn with "": every waiter should look
+	// again. It returns when ctx ends.
+	ListenHandoffs(ctx context.Context, fn func(requestID string))
+}
+
 type RequestShortenParams struct {
 	ID        string
 	ExpiresAt time.Time

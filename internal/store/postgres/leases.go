@@ -509,6 +509,11 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 	if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", reqID); err != nil {
 		return nil, fmt.Errorf("delete served request: %w", err)
 	}
+	// Delivered at commit to every replica: the one where the waiter's
+	// long poll runs wakes it (see ListenHandoffs).
+	if _, err := tx.Exec(ctx, "SELECT pg_notify("+handoffChannel+", $1)", reqID); err != nil {
+		return nil, fmt.Errorf("notify handoff: %w", err)
+	}
 	id := berth.NewID()
 	if _, err := tx.Exec(ctx, `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
 		WHERE name = $4`, nanos(t), owner, id, r.Name); err != nil {
