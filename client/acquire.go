@@ -36,8 +36,8 @@ type AcquireParams struct {
 
 // Acquired is a lease and the resource it holds.
 type Acquired struct {
-	Lease    *berth.Lease
-	Resource *berth.Resource
+	Lease    *berth.Lease    `json:"lease"`
+	Resource *berth.Resource `json:"resource"`
 }
 
 // acquireBody is the body of POST /v1/leases.

@@ -13,9 +13,14 @@ import (
 type HoldOptions struct {
 	// HeartbeatInterval is the time between heartbeats. Default: the
 	// lease's TTL / 3, so that two heartbeats in a row can fail without
-	// losing the lease.
+	// losing the lease, but at most MaxDefaultHeartbeat, so that a lease
+	// taken away (released by an operator, say) is noticed within seconds
+	// even on a pool with a long TTL.
 	HeartbeatInterval time.Duration
 }
+
+// MaxDefaultHeartbeat caps the default HoldOptions.HeartbeatInterval.
+const MaxDefaultHeartbeat = 10 * time.Second
 
 // Handle is a held lease kept alive by heartbeats in the background. Its
 // methods are safe for concurrent use. Always end it with Release or Close,
@@ -55,7 +60,7 @@ func (c *Client) Hold(ctx context.Context, p AcquireParams, o HoldOptions) (*Han
 	ttl := leaseTTL(a.Lease)
 	interval := o.HeartbeatInterval
 	if interval == 0 {
-		interval = max(ttl/3, time.Millisecond)
+		interval = min(max(ttl/3, time.Millisecond), MaxDefaultHeartbeat)
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	h := &Handle{

@@ -252,8 +252,9 @@ func TestHoldReleaseBroken(t *testing.T) {
 	b := newBroker(t, brokerOptions{})
 	c := newClient(t, testOptions(b.srv.URL))
 	h := holdOrFail(t, c, HoldOptions{})
-	if h.interval != 20*time.Second {
-		t.Fatalf("default heartbeat interval = %s; want TTL/3 = 20s", h.interval)
+	// TTL 1m: TTL/3 would be 20s, capped at MaxDefaultHeartbeat.
+	if h.interval != MaxDefaultHeartbeat {
+		t.Fatalf("default heartbeat interval = %s; want TTL/3 capped at %s", h.interval, MaxDefaultHeartbeat)
 	}
 	rel, err := h.Release(ctx, ReleaseParams{To: berth.ReleaseBroken, Reason: "disk full"})
 	if err != nil {

@@ -12,8 +12,8 @@ import (
 // the holder learns what happened to the resource meanwhile (its health,
 // say).
 type HeartbeatResult struct {
-	Lease    *berth.Lease
-	Resource *berth.Resource
+	Lease    *berth.Lease    `json:"lease"`
+	Resource *berth.Resource `json:"resource"`
 }
 
 // Heartbeat extends lease leaseID by its TTL. A lease that has ended, or is
@@ -42,11 +42,11 @@ type ReleaseParams struct {
 
 // Released is the ended lease and where its resource went.
 type Released struct {
-	Lease    *berth.Lease
-	Resource *berth.Resource
+	Lease    *berth.Lease    `json:"lease"`
+	Resource *berth.Resource `json:"resource"`
 	// AlreadyReleased is set when the lease had been released before (by
 	// an earlier call whose answer was lost, say); nothing changed.
-	AlreadyReleased bool
+	AlreadyReleased bool `json:"alreadyReleased"`
 }
 
 type releaseBody struct {

@@ -39,7 +39,9 @@ command ends, then exits with the command's exit code.
 
 If the lease is lost while the command runs, berth stops the command
 (SIGTERM to its process group, SIGKILL after --kill-grace) and exits 75 with
-a message that the infrastructure failed, not the test. Not getting a
+a message that the infrastructure failed, not the test. Heartbeats are at
+most 10 s apart, and one more is sent when the command ends: a lease lost
+just before then also exits 75, whatever the command's exit code. Not getting a
 resource (none free within --wait, broker unreachable) also exits 75.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -117,6 +119,12 @@ func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.Acqui
 
 	select {
 	case err := <-done:
+		// Was the lease still ours when the command ended? A loss since
+		// the last heartbeat (an operator released it, say) makes the
+		// command's result meaningless, whatever its exit code.
+		if lost := e.leaseLost(ctx, c, h); lost != nil {
+			return infraErrorf("lease on %s (%s) lost while the command ran: %s", r.Name, r.Type, brokerMessage(lost))
+		}
 		release(berth.ReleaseDirty)
 		e.exitCode = exitCodeOf(err)
 		return nil
@@ -129,6 +137,28 @@ func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.Acqui
 		e.exitCode = exitCodeOf(err)
 		return nil
 	}
+}
+
+// leaseLost returns why h's lease is lost, or nil if it is still held or
+// the broker cannot say (unreachable: the release that follows will warn).
+// It asks with one last heartbeat rather than reading the lease, since only
+// a renewal proves the lease was not taken away in the meantime.
+func (e *env) leaseLost(ctx context.Context, c *client.Client, h *client.Handle) error {
+	select {
+	case lost := <-h.Lost():
+		if lost != nil {
+			return lost
+		}
+	default:
+	}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_, err := c.Heartbeat(hctx, h.Lease().ID)
+	switch berth.ErrorCodeOf(err) {
+	case berth.ELeaseLost, berth.ENotFound:
+		return err
+	}
+	return nil
 }
 
 // exitCodeOf maps a child's end to a shell-style exit code.

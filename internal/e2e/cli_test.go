@@ -67,8 +67,10 @@ func TestCLILeaseRoundTrip(t *testing.T) {
 		t.Fatalf("events: exit %d: %s", code, out)
 	}
 	// Releasing again is harmless; heartbeating a released lease is not.
-	if _, errOut, code := runCLI(t, srv.URL, nil, "release", id); code != 0 {
-		t.Fatalf("second release: exit %d: %s", code, errOut)
+	out, errOut, code = runCLI(t, srv.URL, nil, "release", id, "--json")
+	var rel map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &rel) != nil || rel["alreadyReleased"] != true || rel["lease"] == nil {
+		t.Fatalf("second release --json: exit %d: %s%s; want camelCase fields with alreadyReleased true", code, out, errOut)
 	}
 	if _, errOut, code := runCLI(t, srv.URL, nil, "heartbeat", id); code != 75 || !strings.Contains(errOut, "infrastructure failure") {
 		t.Fatalf("heartbeat of a released lease: exit %d: %s", code, errOut)
@@ -165,6 +167,20 @@ func TestRunExits75WhenLeaseLost(t *testing.T) {
 	}
 	if d := time.Since(start); d > 60*time.Second {
 		t.Fatalf("run took %s: the command was not stopped", d)
+	}
+}
+
+// TestRunExits75WhenLeaseLostJustBeforeTheEnd: the lease is taken away
+// and the command then exits 0 before any heartbeat could notice (a long
+// TTL, so heartbeats are seconds apart). The command's success means
+// nothing without the lease: berth run must still report the loss.
+func TestRunExits75WhenLeaseLostJustBeforeTheEnd(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, "--config", writeConfig(t, dir, poolYAML("vm", 1, "10m")), "--data", dir)
+	script := `"$BERTH" release --free "$BERTH_LEASE_ID" >/dev/null || exit 9; exit 0`
+	_, errOut, code := runCLI(t, srv.URL, []string{"BERTH=" + berthBin}, "run", "--type", "vm", "--", "sh", "-c", script)
+	if code != 75 || !strings.Contains(errOut, "infrastructure failure: lease on vm-1 (vm) lost while the command ran") {
+		t.Fatalf("run: exit %d, want 75 with one line blaming the infrastructure: %s", code, errOut)
 	}
 }
 
