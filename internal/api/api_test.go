@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -324,5 +325,54 @@ func TestSlowBodyIsRefused(t *testing.T) {
 	b, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 400 || !bytes.Contains(b, []byte("did not arrive within")) {
 		t.Fatalf("stalled body: %d %s", res.StatusCode, b)
+	}
+}
+
+// TestListResourcesStreamsEveryPage: an unlimited listing is read from the
+// store a page at a time; it must still return every resource once, in
+// (type, name) order, as one JSON document.
+func TestListResourcesStreamsEveryPage(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "berth.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var pools []lease.Pool
+	want := 0
+	for _, p := range []struct {
+		typ string
+		n   int
+	}{{"a-vm", 1203}, {"b-vm", 500}, {"c-vm", 1}} {
+		pool := lease.Pool{Type: p.typ, LeaseTTL: time.Minute}
+		for i := range p.n {
+			pool.Resources = append(pool.Resources, store.ResourceSpec{Name: fmt.Sprintf("%s-%05d", p.typ, i)})
+		}
+		pools = append(pools, pool)
+		want += p.n
+	}
+	eng := lease.New(lease.Options{Store: st})
+	if _, err := eng.SyncPools(ctx, pools, "test"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.New(api.Options{Engine: eng, SchemaVersion: sqlite.SchemaVersion()}))
+	defer srv.Close()
+	res, err := srv.Client().Get(srv.URL + "/v1/resources")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var got struct{ Resources []*berth.Resource }
+	if err := json.NewDecoder(res.Body).Decode(&got); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/resources: %d, %v", res.StatusCode, err)
+	}
+	if len(got.Resources) != want {
+		t.Fatalf("got %d resources, want %d", len(got.Resources), want)
+	}
+	for i := 1; i < len(got.Resources); i++ {
+		a, b := got.Resources[i-1], got.Resources[i]
+		if a.Type > b.Type || a.Type == b.Type && a.Name >= b.Name {
+			t.Fatalf("resources %d and %d out of order: %s/%s then %s/%s", i-1, i, a.Type, a.Name, b.Type, b.Name)
+		}
 	}
 }

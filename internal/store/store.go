@@ -128,6 +128,10 @@ type ResourceListParams struct {
 	Type  string
 	State berth.State
 	Limit int // 0 means no limit
+	// AfterType and AfterName, when AfterName is set, list only the
+	// resources after that one in the (type, name) order of the list: the
+	// next page.
+	AfterType, AfterName string
 }
 
 type LeaseAcquireParams struct {

@@ -31,6 +31,9 @@ type Options struct {
 	// MaxConns bounds the connection pool; default pgxpool's (4 per CPU,
 	// at least 4).
 	MaxConns int32
+	// upTo, if set, stops migrations at that version: tests use it to make
+	// a database as an older berth left it.
+	upTo int
 }
 
 // Store is the PostgreSQL implementation of store.Store.
@@ -77,7 +80,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("postgres: create schema %s: %w", opts.Schema, err)
 		}
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, opts.upTo); err != nil {
 		pool.Close()
 		return nil, err
 	}
@@ -133,7 +136,7 @@ type SchemaTooNewError = migrate.SchemaTooNewError
 // wait for each other.
 const migrateLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-migrate:' || current_schema(), 0))"
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, upTo int) error {
 	ms, err := migrations()
 	if err != nil {
 		return fmt.Errorf("postgres: read migrations: %w", err)
@@ -155,7 +158,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			return &SchemaTooNewError{Have: have, Know: know}
 		}
 		for _, m := range ms {
-			if m.Version <= have {
+			if m.Version <= have || upTo > 0 && m.Version > upTo {
 				continue
 			}
 			if _, err := tx.Exec(ctx, m.SQL); err != nil {

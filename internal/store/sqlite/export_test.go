@@ -10,3 +10,9 @@ func (s *Store) ExecForTest(ctx context.Context, q string) error {
 		return err
 	})
 }
+
+// OpenUpTo opens path with migrations applied only up to version, as an
+// older berth would have left it.
+func OpenUpTo(ctx context.Context, path string, version int) (*Store, error) {
+	return Open(ctx, path, Options{upTo: version})
+}

@@ -43,6 +43,9 @@ type Options struct {
 	Sync Sync
 	// Readers is the size of the read connection pool; default 4.
 	Readers int
+	// upTo, if set, stops migrations at that version: tests use it to make
+	// a database as an older berth left it.
+	upTo int
 }
 
 // Store is the SQLite implementation of store.Store.
@@ -99,7 +102,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
 	s := &Store{w: w, wr: newWriter(conn), path: abs}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, opts.upTo); err != nil {
 		s.wr.close()
 		w.Close()
 		return nil, err
@@ -240,7 +243,7 @@ func (s *Store) SchemaVersion() int { return SchemaVersion() }
 // SchemaTooNewError says the database was written by a newer berth.
 type SchemaTooNewError = migrate.SchemaTooNewError
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, upTo int) error {
 	ms, err := migrations()
 	if err != nil {
 		return fmt.Errorf("sqlite: read migrations: %w", err)
@@ -263,7 +266,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return &SchemaTooNewError{Have: have, Know: know}
 	}
 	for _, m := range ms {
-		if m.Version <= have {
+		if m.Version <= have || upTo > 0 && m.Version > upTo {
 			continue
 		}
 		err := s.tx(ctx, func(tx *wtx) error {

@@ -82,3 +82,21 @@ func TestRejectsBadSync(t *testing.T) {
 		t.Fatalf("bad sync: %v", err)
 	}
 }
+
+func TestUpgradeFromFirstSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "berth.db")
+	storetest.Upgrade(t, func(t *testing.T) store.Store {
+		s, err := sqlite.OpenUpTo(context.Background(), path, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}, func(t *testing.T) store.Store {
+		s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}, sqlite.SchemaVersion())
+}

@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"PoolList", testPoolList},
 		{"NotFound", testNotFound},
 		{"ReleaseRacesEnqueue", testReleaseRacesEnqueue},
+		{"ResourceListPages", testResourceListPages},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -815,5 +816,37 @@ func testReleaseRacesEnqueue(t *testing.T, s store.Store) {
 		if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
 			t.Fatalf("round %d: release the waiter's lease: %v", i, err)
 		}
+	}
+}
+
+// testResourceListPages reads resources a page at a time after the last
+// one seen, as an unlimited listing does, and must see each once, in
+// (type, name) order, with filters applied.
+func testResourceListPages(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("b-vm", names(7, "b-")...), pool("a-vm", names(5, "a-")...))
+	ctx := context.Background()
+	var got []string
+	p := &store.ResourceListParams{Limit: 3}
+	for {
+		rs, err := s.ResourceList(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			got = append(got, r.Type+"/"+r.Name)
+		}
+		if len(rs) < p.Limit {
+			break
+		}
+		p.AfterType, p.AfterName = rs[len(rs)-1].Type, rs[len(rs)-1].Name
+	}
+	want := []string{"a-vm/a-1", "a-vm/a-2", "a-vm/a-3", "a-vm/a-4", "a-vm/a-5",
+		"b-vm/b-1", "b-vm/b-2", "b-vm/b-3", "b-vm/b-4", "b-vm/b-5", "b-vm/b-6", "b-vm/b-7"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("pages: %v, want %v", got, want)
+	}
+	rs, err := s.ResourceList(ctx, &store.ResourceListParams{Type: "b-vm", Limit: 2, AfterType: "b-vm", AfterName: "b-5"})
+	if err != nil || len(rs) != 2 || rs[0].Name != "b-6" || rs[1].Name != "b-7" {
+		t.Fatalf("page of b-vm after b-5: %v, %v", rs, err)
 	}
 }
