@@ -9,30 +9,52 @@ berth=${1:-bin/berth}
 secs=${2:-10}
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
-port=$(( 20000 + RANDOM % 20000 ))
-url="http://127.0.0.1:$port"
 cat > "$dir/startup.yaml" <<YAML
 pools:
   - type: p100k
     generate: {prefix: c-, count: 100000}
 YAML
 
+# start CONFIG DATA: runs berth serve on a port of its own choosing (no
+# clash with anything else on the machine) and sets pid and url.
+start() {
+  : > "$dir/log"
+  "$berth" serve --config "$1" --data "$2" --listen 127.0.0.1:0 --log-format json --log-level info 2> "$dir/log" &
+  pid=$!
+  local addr="" i
+  for i in $(seq 3000); do
+    addr=$(grep -o '"msg":"listening","addr":"[^"]*"' "$dir/log" | grep -o '127[^"]*' || true)
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || { echo "berth serve exited:" >&2; cat "$dir/log" >&2; exit 1; }
+    sleep 0.01
+  done
+  [ -n "$addr" ] || { echo "berth serve did not listen within 30 s" >&2; exit 1; }
+  url="http://$addr"
+}
+
+# ready START: waits (at most 60 s) until this server is ready and prints
+# the seconds since START.
 ready() {
-  local start=$1
-  until curl -sf "$url/readyz" >/dev/null; do sleep 0.01; done
-  echo "$(date +%s.%N) - $start" | bc
+  local start=$1 i
+  for i in $(seq 6000); do
+    if curl -sf "$url/readyz" >/dev/null; then
+      echo "$(date +%s.%N) - $start" | bc
+      return
+    fi
+    sleep 0.01
+  done
+  echo "berth serve at $url not ready within 60 s" >&2
+  exit 1
 }
 
 # Start-up with 100,000 resources: a first start creates them, a restart
 # reconciles them with the config.
 start=$(date +%s.%N)
-"$berth" serve --config "$dir/startup.yaml" --data "$dir/startup" --listen "127.0.0.1:$port" --log-level warn &
-pid=$!
+start "$dir/startup.yaml" "$dir/startup"
 printf 'first start with 100,000 resources: %.2fs to ready\n' "$(ready "$start")"
 kill "$pid"; wait "$pid" || true
 start=$(date +%s.%N)
-"$berth" serve --config "$dir/startup.yaml" --data "$dir/startup" --listen "127.0.0.1:$port" --log-level warn &
-pid=$!
+start "$dir/startup.yaml" "$dir/startup"
 printf 'restart with 100,000 resources: %.2fs to ready\n' "$(ready "$start")"
 echo "server RSS with 100,000 resources: $(( $(awk '/VmRSS/ {print $2}' /proc/$pid/status) / 1024 )) MiB"
 kill "$pid"; wait "$pid" || true
@@ -41,8 +63,7 @@ kill "$pid"; wait "$pid" || true
 # tables another one grew.
 for n in 100 10000 100000; do
   printf 'pools:\n  - type: p%s\n    generate: {prefix: r-, count: %s}\n' "$n" "$n" > "$dir/p$n.yaml"
-  "$berth" serve --config "$dir/p$n.yaml" --data "$dir/p$n" --listen "127.0.0.1:$port" --log-level warn &
-  pid=$!
+  start "$dir/p$n.yaml" "$dir/p$n"
   ready 0 >/dev/null
   for c in 1 16 64; do
     "$berth" bench --server "$url" --type "p$n" --concurrency "$c" --duration "${secs}s"
@@ -52,7 +73,6 @@ for n in 100 10000 100000; do
 done
 
 printf 'pools:\n  - type: handoff\n    generate: {prefix: h-, count: 4}\n' > "$dir/handoff.yaml"
-"$berth" serve --config "$dir/handoff.yaml" --data "$dir/handoff" --listen "127.0.0.1:$port" --log-level warn &
-pid=$!
+start "$dir/handoff.yaml" "$dir/handoff"
 ready 0 >/dev/null
 "$berth" bench --server "$url" --type handoff --concurrency 0 --waiters 50 --rounds 1000

@@ -35,6 +35,14 @@ Run it against a pool nobody else uses: it takes resources of the type.`,
 			if typ == "" {
 				return usageErrorf("--type is required")
 			}
+			switch {
+			case concurrency < 0 || waiters < 0 || rounds < 0:
+				return usageErrorf("--concurrency, --waiters and --rounds must not be negative")
+			case concurrency > 0 && duration <= 0:
+				return usageErrorf("--duration must be positive, not %s", duration)
+			case concurrency == 0 && waiters == 0:
+				return usageErrorf("nothing to measure: give --concurrency or --waiters")
+			}
 			c, err := e.client()
 			if err != nil {
 				return err

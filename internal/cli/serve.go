@@ -63,6 +63,14 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 				}
 				o.Config = c
 			}
+			switch {
+			case o.DataDir != "" && o.Store != "":
+				return usageErrorf("--data and --store exclude each other (--data DIR is --store sqlite:DIR/berth.db)")
+			case o.ReapInterval <= 0:
+				return usageErrorf("--reap-interval must be positive, not %s", o.ReapInterval)
+			case o.Grace <= 0:
+				return usageErrorf("--wait-grace must be positive, not %s", o.Grace)
+			}
 			if o.DataDir == "" && o.Store == "" {
 				o.DataDir = "berth-data"
 			}

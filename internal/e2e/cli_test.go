@@ -96,6 +96,9 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{[]string{"resources", "--state", "bad state"}, 2, "state"},
 		{[]string{"--server", "ftp://x", "pools"}, 2, "--server"},
 		{[]string{"events", "--since", "tuesday"}, 2, "--since"},
+		{[]string{"bench", "--type", "vm", "--concurrency", "-1"}, 2, "must not be negative"},
+		{[]string{"bench", "--type", "vm", "--duration", "0s"}, 2, "--duration must be positive"},
+		{[]string{"bench", "--type", "vm", "--concurrency", "0"}, 2, "nothing to measure"},
 	} {
 		out, errOut, code := runCLI(t, srv.URL, nil, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.want) {
@@ -235,6 +238,9 @@ func TestServeRefusesBadStartWithOneLine(t *testing.T) {
 		{[]string{"serve", "--config", good, "--store", "postgres://u:secret@127.0.0.1/db?sslmode=bogus", "--listen", "127.0.0.1:0"}, "not a valid PostgreSQL connection string"},
 		{[]string{"serve", "--config", good, "--data", dir, "--sqlite-sync", "sometimes", "--listen", "127.0.0.1:0"}, "--sqlite-sync"},
 		{[]string{"serve", "--config", good, "--data", dir, "--log-format", "xml", "--listen", "127.0.0.1:0"}, "--log-format"},
+		{[]string{"serve", "--config", good, "--data", dir, "--store", "sqlite:" + filepath.Join(dir, "x.db"), "--listen", "127.0.0.1:0"}, "exclude each other"},
+		{[]string{"serve", "--config", good, "--data", dir, "--wait-grace", "-1s", "--listen", "127.0.0.1:0"}, "--wait-grace must be positive"},
+		{[]string{"serve", "--config", good, "--data", dir, "--reap-interval", "0s", "--listen", "127.0.0.1:0"}, "--reap-interval must be positive"},
 	} {
 		out, errOut, code := runCLI(t, "", nil, c.args...)
 		if code != 2 {
