@@ -6,6 +6,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,11 @@ type Options struct {
 	// BodyReadTimeout bounds reading one request body; default
 	// DefaultBodyReadTimeout.
 	BodyReadTimeout time.Duration
+	// Replica names this process in /v1/status.
+	Replica string
+	// Leader names the process that runs the background loops, for
+	// /v1/status; nil means this one (a store only it uses).
+	Leader func(ctx context.Context) (string, error)
 }
 
 // Server is the HTTP handler for everything berth serves.
@@ -39,11 +45,18 @@ type Server struct {
 	schema int
 	bodyTO time.Duration
 	mux    *http.ServeMux
+
+	replica string
+	leader  func(ctx context.Context) (string, error)
 }
 
 // New returns the handler with every route registered.
 func New(opts Options) *Server {
-	s := &Server{engine: opts.Engine, log: opts.Logger, schema: opts.SchemaVersion, bodyTO: opts.BodyReadTimeout, mux: http.NewServeMux()}
+	s := &Server{engine: opts.Engine, log: opts.Logger, schema: opts.SchemaVersion, bodyTO: opts.BodyReadTimeout, mux: http.NewServeMux(),
+		replica: opts.Replica, leader: opts.Leader}
+	if s.leader == nil {
+		s.leader = func(context.Context) (string, error) { return s.replica, nil }
+	}
 	if s.bodyTO <= 0 {
 		s.bodyTO = DefaultBodyReadTimeout
 	}
@@ -54,6 +67,7 @@ func New(opts Options) *Server {
 	s.route("/readyz", methods{"GET": s.readyz})
 	s.route("/version", methods{"GET": s.version})
 
+	s.route("/v1/status", methods{"GET": s.status})
 	s.route("/v1/leases", methods{"POST": s.acquire})
 	s.route("/v1/leases/{id}", methods{"GET": s.getLease})
 	s.route("/v1/leases/{id}/heartbeat", methods{"POST": s.heartbeat})
@@ -152,6 +166,27 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) error {
 	i := buildinfo.Get()
 	i.SchemaVersion = s.schema
 	writeJSON(w, http.StatusOK, i)
+	return nil
+}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	// Replica is the process that answered; Leader the one that runs the
+	// background loops (the reaper), "" while none does.
+	Replica       string `json:"replica"`
+	Leader        string `json:"leader"`
+	SchemaVersion int    `json:"schemaVersion"`
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
+	if err := newQuery(r).err; err != nil {
+		return err
+	}
+	leader, err := s.leader(r.Context())
+	if err != nil {
+		return &berth.Error{Code: berth.EUnavailable, Message: "cannot tell the leader: " + strings.Join(strings.Fields(err.Error()), " ")}
+	}
+	writeJSON(w, http.StatusOK, Status{Replica: s.replica, Leader: leader, SchemaVersion: s.schema})
 	return nil
 }
 

@@ -376,3 +376,28 @@ func TestListResourcesStreamsEveryPage(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusWithOneProcess: with a store only this process uses, it is its
+// own leader.
+func TestStatusWithOneProcess(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "berth.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := httptest.NewServer(api.New(api.Options{Engine: lease.New(lease.Options{Store: st}), SchemaVersion: sqlite.SchemaVersion(), Replica: "host/127.0.0.1:1"}))
+	defer srv.Close()
+	res, err := srv.Client().Get(srv.URL + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var got api.Status
+	if err := json.NewDecoder(res.Body).Decode(&got); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/status: %d, %v", res.StatusCode, err)
+	}
+	if want := (api.Status{Replica: "host/127.0.0.1:1", Leader: "host/127.0.0.1:1", SchemaVersion: sqlite.SchemaVersion()}); got != want {
+		t.Fatalf("status %+v, want %+v", got, want)
+	}
+}

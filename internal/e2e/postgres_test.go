@@ -2,11 +2,17 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/client"
+	"github.com/berth-ci/berth/internal/api"
 	"github.com/berth-ci/berth/internal/store/postgres/pgtest"
 )
 
@@ -110,4 +116,80 @@ func TestPostgresHandoffAcrossReplicas(t *testing.T) {
 	case <-time.After(wait / 2):
 		t.Fatalf("the waiter on replica B was not woken by the release on replica A within %s", wait/2)
 	}
+}
+
+// status reads GET /v1/status from url.
+func status(t *testing.T, url string) (api.Status, error) {
+	t.Helper()
+	var st api.Status
+	res, err := http.Get(url + "/v1/status")
+	if err != nil {
+		return st, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /v1/status: %s", res.Status)
+	}
+	return st, json.NewDecoder(res.Body).Decode(&st)
+}
+
+// TestPostgresLeaderFailover: three replicas on one PostgreSQL agree on one
+// leader, which runs the reaper. When it is killed with SIGKILL, another
+// replica leads within a few seconds, and leases that run out are still
+// reaped.
+func TestPostgresLeaderFailover(t *testing.T) {
+	store := pgtest.StoreURL(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, poolYAML("vm", 2, "1s"))
+	var srvs []*proc
+	for range 3 {
+		srvs = append(srvs, startServer(t, "--config", cfg, "--store", store))
+	}
+	leaderOf := func(ps []*proc) (int, bool) {
+		names := map[string]bool{}
+		for _, p := range ps {
+			st, err := status(t, p.URL)
+			if err != nil {
+				return -1, false
+			}
+			names[st.Leader] = true
+		}
+		if len(names) != 1 {
+			return -1, false // not yet agreed
+		}
+		for i, p := range ps {
+			for name := range names {
+				if strings.HasSuffix(name, "/"+strings.TrimPrefix(p.URL, "http://")) {
+					return i, true
+				}
+			}
+		}
+		return -1, false
+	}
+	var leader int
+	waitFor(t, "the three replicas to agree on a leader", func() bool {
+		var ok bool
+		leader, ok = leaderOf(srvs)
+		return ok
+	})
+	killed := time.Now()
+	srvs[leader].kill9()
+	rest := slices.Delete(slices.Clone(srvs), leader, leader+1)
+	waitFor(t, "a surviving replica to lead", func() bool {
+		_, ok := leaderOf(rest)
+		return ok
+	})
+	t.Logf("new leader %s after the old one was killed", time.Since(killed))
+
+	// The new leader reaps: a lease left to run out comes back free.
+	c := newClient(t, client.Options{Servers: []string{rest[0].URL}})
+	ctx := context.Background()
+	a, err := c.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the expired lease to be reaped", func() bool {
+		l, err := c.Lease(ctx, a.Lease.ID)
+		return err == nil && l.Status == berth.LeaseExpired
+	})
 }

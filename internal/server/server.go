@@ -141,8 +141,16 @@ func Run(ctx context.Context, opts Options) error {
 		log.Info("reaped leases that expired while berth was down", "leases", n)
 	}
 
+	// This process's name among the replicas of one store.
+	host, _ := os.Hostname()
+	replica := fmt.Sprintf("%s/%s", host, ln.Addr())
+	apiOpts := api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion(), Replica: replica}
+	lead, shared := st.(store.Leadership)
+	if shared {
+		apiOpts.Leader = lead.Leader
+	}
 	srv := &http.Server{
-		Handler:           api.New(api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion()}),
+		Handler:           api.New(apiOpts),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -152,7 +160,19 @@ func Run(ctx context.Context, opts Options) error {
 
 	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() { eng.RunReaper(loops, opts.ReapInterval) })
+	if shared {
+		// Several replicas share the store: the reaper runs in whichever
+		// leads, and moves to another when that one dies.
+		wg.Go(func() {
+			lead.Lead(loops, replica, func(ctx context.Context) {
+				log.Info("leading: running the reaper", "replica", replica)
+				eng.RunReaper(ctx, opts.ReapInterval)
+				log.Info("no longer leading", "replica", replica)
+			})
+		})
+	} else {
+		wg.Go(func() { eng.RunReaper(loops, opts.ReapInterval) })
+	}
 	if hl, ok := st.(store.HandoffListener); ok {
 		// Handoffs made by other berth processes on the same store wake
 		// the long polls running here.

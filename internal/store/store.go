@@ -84,6 +84,19 @@ type HandoffListener interface {
 	ListenHandoffs(ctx context.Context, fn func(requestID string))
 }
 
+// Leadership is implemented by a store that several berth processes
+// share, so that background loops (the reaper, and later janitors, probes
+// and dynamic pools) run in exactly one of them at a time.
+type Leadership interface {
+	// Lead runs fn while this process leads, under the name id, and tries
+	// to lead again whenever it does not, until ctx ends. fn's context
+	// ends when leadership is lost (the store can no longer vouch for it)
+	// or ctx ends; Lead returns after fn has returned.
+	Lead(ctx context.Context, id string, fn func(ctx context.Context))
+	// Leader names the process that leads now, "" if none does.
+	Leader(ctx context.Context) (string, error)
+}
+
 type RequestShortenParams struct {
 	ID        string
 	ExpiresAt time.Time

@@ -70,9 +70,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	s := &Store{pool: pool, schema: opts.Schema}
-	if err := s.Ping(ctx); err != nil {
+	var one int
+	if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 		pool.Close()
-		return nil, err
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	if opts.Schema != "" {
 		if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+opts.Schema); err != nil && !isUniqueViolation(err) {
@@ -102,11 +103,15 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping checks that the database answers a query.
+// Ping checks that the database answers and that its schema is the one
+// this binary knows: another replica, newer, may have migrated it further.
 func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	if err := s.pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+	var have int
+	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have); err != nil {
 		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	if know := SchemaVersion(); have != know {
+		return fmt.Errorf("postgres: the database schema is at version %d, this berth uses %d", have, know)
 	}
 	return nil
 }

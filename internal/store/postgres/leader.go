@@ -1,0 +1,113 @@
+package postgres
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/berth-ci/berth/internal/store"
+)
+
+var _ store.Leadership = (*Store)(nil)
+
+// leaderKey is the advisory lock whose holder leads, per schema. As SQL.
+const leaderKey = "hashtextextended('berth-leader:' || current_schema(), 0)"
+
+// appPrefix marks the leader's connection in pg_stat_activity, which is
+// how Leader finds who holds the lock: the database's own word, never a
+// row that a dead leader could leave behind.
+const appPrefix = "berth leader "
+
+// LeaderInterval is how often a replica that does not lead tries to, and
+// how often the leader checks that its connection (and so its lock) is
+// still there. A killed leader's connection closes and PostgreSQL releases
+// its lock at once, so another replica leads within one interval.
+const LeaderInterval = 2 * time.Second
+
+// Lead implements store.Leadership with a session advisory lock held on a
+// connection of its own.
+func (s *Store) Lead(ctx context.Context, id string, fn func(ctx context.Context)) {
+	for ctx.Err() == nil {
+		s.leadOnce(ctx, id, fn)
+		select {
+		case <-ctx.Done():
+		case <-time.After(LeaderInterval):
+		}
+	}
+}
+
+// leadOnce connects, waits until it holds the lock, runs fn until the
+// connection fails or ctx ends, and returns.
+func (s *Store) leadOnce(ctx context.Context, id string, fn func(ctx context.Context)) {
+	cfg := s.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = truncate(appPrefix+id, 63)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock("+leaderKey+")").Scan(&got); err != nil {
+			return
+		}
+		if got {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(LeaderInterval):
+		}
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { fn(lctx) })
+	defer wg.Wait()
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			uctx, c := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_, _ = conn.Exec(uctx, "SELECT pg_advisory_unlock("+leaderKey+")")
+			c()
+			return
+		case <-time.After(LeaderInterval):
+		}
+		// The lock lives as long as this connection: if it cannot answer,
+		// stop leading; another replica may be about to.
+		pctx, c := context.WithTimeout(ctx, LeaderInterval)
+		err := conn.Ping(pctx)
+		c()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Leader implements store.Leadership: the id of the replica whose
+// connection holds the leader lock now, or "" if none does.
+func (s *Store) Leader(ctx context.Context) (string, error) {
+	rows, err := s.pool.Query(ctx, `WITH k AS (SELECT `+leaderKey+` AS key)
+		SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid, k
+		WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND l.classid = ((k.key >> 32) & 4294967295)::oid AND l.objid = (k.key & 4294967295)::oid AND l.objsubid = 1`)
+	if err != nil {
+		return "", err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(names) == 0 {
+		return "", err
+	}
+	return strings.TrimPrefix(names[0], appPrefix), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
