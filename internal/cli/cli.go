@@ -138,6 +138,7 @@ Lease a resource for the length of a job:  berth run --type gce-project -- ./tes
 	})
 	root.AddCommand(
 		e.serveCommand(),
+		e.migrateCommand(),
 		e.checkConfigCommand(),
 		e.acquireCommand(),
 		e.heartbeatCommand(),

@@ -22,6 +22,7 @@ import (
 	"github.com/berth-ci/berth/internal/config"
 	"github.com/berth-ci/berth/internal/lease"
 	"github.com/berth-ci/berth/internal/store"
+	"github.com/berth-ci/berth/internal/store/migrate"
 	"github.com/berth-ci/berth/internal/store/postgres"
 	"github.com/berth-ci/berth/internal/store/sqlite"
 )
@@ -67,33 +68,66 @@ func startupf(format string, args ...any) error {
 	return &StartupError{Err: fmt.Errorf(format, args...)}
 }
 
-// OpenStore opens the store that opts select.
-func OpenStore(ctx context.Context, opts Options) (store.Store, error) {
+// storeTarget is what --data and --store name: a SQLite file or a
+// PostgreSQL URL (exactly one is set).
+type storeTarget struct {
+	sqlitePath, postgresURL string
+}
+
+func targetOf(opts Options) (storeTarget, error) {
 	path := opts.Store
 	switch {
 	case path == "":
 		if opts.DataDir == "" {
-			return nil, startupf("no --data directory given")
+			return storeTarget{}, startupf("no --data directory given")
 		}
-		if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
-			return nil, startupf("data directory: %w", err)
-		}
-		path = filepath.Join(opts.DataDir, "berth.db")
+		return storeTarget{sqlitePath: filepath.Join(opts.DataDir, "berth.db")}, nil
 	case strings.HasPrefix(path, "sqlite:"):
 		path = strings.TrimPrefix(strings.TrimPrefix(path, "sqlite:"), "//")
 	case strings.HasPrefix(path, "postgres://"), strings.HasPrefix(path, "postgresql://"):
-		st, err := postgres.Open(ctx, path, postgres.Options{})
+		return storeTarget{postgresURL: path}, nil
+	case strings.Contains(path, "://"):
+		scheme, _, _ := strings.Cut(path, "://")
+		return storeTarget{}, startupf("--store: %s stores are not supported (use sqlite:PATH or postgres://…)", scheme)
+	}
+	if path == "" {
+		return storeTarget{}, startupf("--store: sqlite: needs a file path, such as sqlite:/var/lib/berth/berth.db")
+	}
+	return storeTarget{sqlitePath: path}, nil
+}
+
+// PendingMigrations reports the schema version of the store that opts
+// select and the migrations opening it would apply, changing nothing.
+func PendingMigrations(ctx context.Context, opts Options) (int, []migrate.Migration, error) {
+	tg, err := targetOf(opts)
+	if err != nil {
+		return 0, nil, err
+	}
+	if tg.postgresURL != "" {
+		return postgres.Pending(ctx, tg.postgresURL)
+	}
+	return sqlite.Pending(ctx, tg.sqlitePath)
+}
+
+// OpenStore opens the store that opts select.
+func OpenStore(ctx context.Context, opts Options) (store.Store, error) {
+	tg, err := targetOf(opts)
+	if err != nil {
+		return nil, err
+	}
+	if tg.postgresURL != "" {
+		st, err := postgres.Open(ctx, tg.postgresURL, postgres.Options{})
 		if err != nil {
 			return nil, &StartupError{Err: err}
 		}
 		return st, nil
-	case strings.Contains(path, "://"):
-		scheme, _, _ := strings.Cut(path, "://")
-		return nil, startupf("--store: %s stores are not supported (use sqlite:PATH or postgres://…)", scheme)
 	}
-	if path == "" {
-		return nil, startupf("--store: sqlite: needs a file path, such as sqlite:/var/lib/berth/berth.db")
+	if opts.Store == "" {
+		if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
+			return nil, startupf("data directory: %w", err)
+		}
 	}
+	path := tg.sqlitePath
 	st, err := sqlite.Open(ctx, path, sqlite.Options{Sync: sqlite.Sync(opts.SQLiteSync)})
 	if err != nil {
 		return nil, &StartupError{Err: err}

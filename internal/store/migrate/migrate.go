@@ -67,3 +67,19 @@ type SchemaTooNewError struct {
 func (e *SchemaTooNewError) Error() string {
 	return fmt.Sprintf("database schema version %d is newer than this berth knows (%d): run a berth release at least as new as the one that wrote it", e.Have, e.Know)
 }
+
+// Pending returns the migrations of ms that a database at version have
+// still needs, oldest first; a SchemaTooNewError if have is newer than
+// every one of ms.
+func Pending(ms []Migration, have int) ([]Migration, error) {
+	if know := Latest(ms); have > know {
+		return nil, &SchemaTooNewError{Have: have, Know: know}
+	}
+	var out []Migration
+	for _, m := range ms {
+		if m.Version > have {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}

@@ -221,3 +221,35 @@ func nullString(s string) *string {
 	}
 	return &s
 }
+
+// Pending reports the schema version of the database at url and the
+// migrations Open would apply to it, changing nothing.
+func Pending(ctx context.Context, url string) (have int, pending []migrate.Migration, err error) {
+	ms, err := migrations()
+	if err != nil {
+		return 0, nil, fmt.Errorf("postgres: read migrations: %w", err)
+	}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return 0, nil, errors.New("postgres: the store URL is not a valid PostgreSQL connection string")
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return 0, nil, fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('berth_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return 0, nil, fmt.Errorf("postgres: %w", err)
+	}
+	if exists {
+		if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have); err != nil {
+			return 0, nil, fmt.Errorf("postgres: read schema version: %w", err)
+		}
+	}
+	pending, err = migrate.Pending(ms, have)
+	return have, pending, err
+}

@@ -9,7 +9,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -309,4 +311,38 @@ func now(t time.Time) time.Time {
 		return time.Now()
 	}
 	return t
+}
+
+// Pending reports the schema version of the database at path and the
+// migrations Open would apply to it, changing nothing (a missing file is
+// version 0 and is not created).
+func Pending(ctx context.Context, path string) (have int, pending []migrate.Migration, err error) {
+	ms, err := migrations()
+	if err != nil {
+		return 0, nil, fmt.Errorf("sqlite: read migrations: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return 0, nil, fmt.Errorf("sqlite: %w", err)
+	}
+	if _, err := os.Stat(abs); errors.Is(err, fs.ErrNotExist) {
+		pending, err := migrate.Pending(ms, 0)
+		return 0, pending, err
+	}
+	db, err := sql.Open("sqlite", "file:"+abs+"?mode=ro")
+	if err != nil {
+		return 0, nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	defer db.Close()
+	var tables int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'berth_migrations'").Scan(&tables); err != nil {
+		return 0, nil, fmt.Errorf("sqlite: read %s: %w", abs, err)
+	}
+	if tables > 0 {
+		if err := db.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have); err != nil {
+			return 0, nil, fmt.Errorf("sqlite: read schema version of %s: %w", abs, err)
+		}
+	}
+	pending, err = migrate.Pending(ms, have)
+	return have, pending, err
 }
