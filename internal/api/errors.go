@@ -49,6 +49,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &se):
 		s.log.Error("store failure", "method", r.Method, "path", r.URL.Path, "err", err)
 		be = &berth.Error{Code: berth.EUnavailable, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+		// Not the caller's deadline: a bound inside berth (the store's
+		// per-call timeout) ran out.
+		s.log.Error("store did not answer in time", "method", r.Method, "path", r.URL.Path, "err", err)
+		be = &berth.Error{Code: berth.EUnavailable, Message: "store unavailable: no answer in time"}
 	default:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		be = &berth.Error{Code: berth.EInternal, Message: "internal error; see the server log"}

@@ -70,6 +70,8 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 				return usageErrorf("--reap-interval must be positive, not %s", o.ReapInterval)
 			case o.Grace <= 0:
 				return usageErrorf("--wait-grace must be positive, not %s", o.Grace)
+			case o.StoreTimeout <= 0:
+				return usageErrorf("--store-timeout must be positive, not %s", o.StoreTimeout)
 			}
 			if o.DataDir == "" && o.Store == "" {
 				o.DataDir = "berth-data"
@@ -94,6 +96,7 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 	f.StringVar(&o.Store, "store", "", "store URL instead of --data: sqlite:PATH, or postgres://USER@HOST/DB for several replicas")
 	f.StringVar(&o.SQLiteSync, "sqlite-sync", "normal", "normal (survives a crash of berth) or full (also survives power loss)")
 	f.DurationVar(&o.ReapInterval, "reap-interval", time.Second, "how often to look for expired leases")
+	f.DurationVar(&o.StoreTimeout, "store-timeout", 10*time.Second, "PostgreSQL: longest wait for the database on one call before answering 503")
 	f.DurationVar(&o.Grace, "wait-grace", 30*time.Second, "how long a waiter keeps its place after its long poll ends")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -32,6 +32,9 @@ const DefaultListen = "127.0.0.1:7420"
 
 // Options configure Run.
 type Options struct {
+	// StoreTimeout bounds each call to a PostgreSQL store; default
+	// postgres.DefaultOpTimeout.
+	StoreTimeout time.Duration
 	// Config is the validated configuration to serve.
 	Config *config.Config
 	// DataDir holds the embedded database (berth.db).
@@ -116,7 +119,7 @@ func OpenStore(ctx context.Context, opts Options) (store.Store, error) {
 		return nil, err
 	}
 	if tg.postgresURL != "" {
-		st, err := postgres.Open(ctx, tg.postgresURL, postgres.Options{})
+		st, err := postgres.Open(ctx, tg.postgresURL, postgres.Options{OpTimeout: opts.StoreTimeout})
 		if err != nil {
 			return nil, &StartupError{Err: err}
 		}

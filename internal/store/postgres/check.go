@@ -13,6 +13,8 @@ import (
 // Check runs every consistency check, in one snapshot, and reports all
 // violations.
 func (s *Store) Check(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	var errs []error
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		for _, c := range store.Invariants {

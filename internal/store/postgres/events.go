@@ -44,6 +44,8 @@ func (e *events) flush(ctx context.Context, tx pgx.Tx) error {
 }
 
 func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*berth.Event, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	var (
 		where []string
 		args  []any

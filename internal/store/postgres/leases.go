@@ -45,6 +45,8 @@ func scanLease(row pgx.Row) (*berth.Lease, error) {
 }
 
 func (s *Store) LeaseGet(ctx context.Context, id string) (*berth.Lease, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	return leaseGet(ctx, s.pool, id)
 }
 
@@ -65,6 +67,8 @@ func leaseGet(ctx context.Context, q querier, id string) (*berth.Lease, error) {
 const requestLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-request:' || $1, 0))"
 
 func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (*store.LeaseAcquireResult, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	t := now(p.Now)
 	res := &store.LeaseAcquireResult{}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -308,6 +312,8 @@ func requestWithPosition(ctx context.Context, q querier, r *berth.Request, seq i
 }
 
 func (s *Store) RequestGet(ctx context.Context, p *store.RequestGetParams) (*berth.Request, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	t := now(p.Now)
 	var (
 		r            berth.Request
@@ -335,6 +341,8 @@ func (s *Store) RequestGet(ctx context.Context, p *store.RequestGetParams) (*ber
 }
 
 func (s *Store) RequestCancel(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	tag, err := s.pool.Exec(ctx, "DELETE FROM requests WHERE id = $1", id)
 	if err != nil {
 		return fmt.Errorf("postgres: cancel request: %w", err)
@@ -346,6 +354,8 @@ func (s *Store) RequestCancel(ctx context.Context, id string) error {
 }
 
 func (s *Store) RequestShorten(ctx context.Context, p *store.RequestShortenParams) error {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	if _, err := s.pool.Exec(ctx, "UPDATE requests SET expires_at = least(expires_at, $1) WHERE id = $2", nanos(p.ExpiresAt), p.ID); err != nil {
 		return fmt.Errorf("postgres: shorten request: %w", err)
 	}
@@ -353,6 +363,8 @@ func (s *Store) RequestShorten(ctx context.Context, p *store.RequestShortenParam
 }
 
 func (s *Store) RequestPrune(ctx context.Context, t time.Time) (int, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	tag, err := s.pool.Exec(ctx, "DELETE FROM requests WHERE expires_at <= $1", nanos(now(t)))
 	if err != nil {
 		return 0, fmt.Errorf("postgres: prune requests: %w", err)
@@ -361,6 +373,8 @@ func (s *Store) RequestPrune(ctx context.Context, t time.Time) (int, error) {
 }
 
 func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParams) (*store.LeaseHeartbeatResult, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	t := now(p.Now)
 	res := &store.LeaseHeartbeatResult{}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -389,6 +403,8 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 }
 
 func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (*store.LeaseReleaseResult, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	t := now(p.Now)
 	res := &store.LeaseReleaseResult{}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -533,6 +549,8 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 }
 
 func (s *Store) LeaseListExpired(ctx context.Context, p *store.LeaseListExpiredParams) ([]*berth.Lease, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	limit := p.Limit
 	if limit <= 0 {
 		limit = 1000

@@ -31,15 +31,25 @@ type Options struct {
 	// MaxConns bounds the connection pool; default pgxpool's (4 per CPU,
 	// at least 4).
 	MaxConns int32
+	// OpTimeout bounds every store call (PoolSync aside); default
+	// DefaultOpTimeout. A database that stops answering (a black-holed
+	// connection, which TCP alone notices only after many minutes) must
+	// turn into an error the API answers with 503, not a request that
+	// hangs.
+	OpTimeout time.Duration
 	// upTo, if set, stops migrations at that version: tests use it to make
 	// a database as an older berth left it.
 	upTo int
 }
 
+// DefaultOpTimeout is Options.OpTimeout's default.
+const DefaultOpTimeout = 10 * time.Second
+
 // Store is the PostgreSQL implementation of store.Store.
 type Store struct {
-	pool   *pgxpool.Pool
-	schema string
+	pool      *pgxpool.Pool
+	schema    string
+	opTimeout time.Duration
 }
 
 var _ store.Store = (*Store)(nil)
@@ -69,7 +79,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{pool: pool, schema: opts.Schema}
+	s := &Store{pool: pool, schema: opts.Schema, opTimeout: opts.OpTimeout}
+	if s.opTimeout <= 0 {
+		s.opTimeout = DefaultOpTimeout
+	}
 	var one int
 	if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 		pool.Close()
@@ -106,6 +119,8 @@ func (s *Store) Close() error {
 // Ping checks that the database answers and that its schema is the one
 // this binary knows: another replica, newer, may have migrated it further.
 func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	var have int
 	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have); err != nil {
 		return fmt.Errorf("postgres: ping: %w", err)
@@ -142,6 +157,8 @@ type SchemaTooNewError = migrate.SchemaTooNewError
 const migrateLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-migrate:' || current_schema(), 0))"
 
 func (s *Store) migrate(ctx context.Context, upTo int) error {
+	ctx, cancel := s.bound(ctx, syncTimeout)
+	defer cancel()
 	ms, err := migrations()
 	if err != nil {
 		return fmt.Errorf("postgres: read migrations: %w", err)
@@ -184,6 +201,22 @@ func (s *Store) migrate(ctx context.Context, upTo int) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	return nil
+}
+
+// syncTimeout bounds PoolSync and migrations, which may write a whole
+// config's resources; every other call is bounded by Options.OpTimeout.
+const syncTimeout = 5 * time.Minute
+
+// opTimeout marks a call bounded by Options.OpTimeout.
+const opTimeout = -1
+
+// bound returns ctx limited to d, or to the store's OpTimeout for
+// opTimeout.
+func (s *Store) bound(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d == opTimeout {
+		d = s.opTimeout
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // tx runs fn in one READ COMMITTED transaction.

@@ -53,6 +53,8 @@ type querier interface {
 }
 
 func (s *Store) ResourceGet(ctx context.Context, name string) (*berth.Resource, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	return resourceGet(ctx, s.pool, name)
 }
 
@@ -68,6 +70,8 @@ func resourceGet(ctx context.Context, q querier, name string) (*berth.Resource, 
 }
 
 func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) ([]*berth.Resource, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	var (
 		where []string
 		args  []any
@@ -113,6 +117,8 @@ func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) (
 }
 
 func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
 	pools := map[string]*berth.Pool{}
 	var order []string
 	// One snapshot for the three reads, so that the counts agree.
@@ -204,6 +210,8 @@ const syncLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-sync:' ||
 // leased so that no lease is lost. Config user data is merged over what is
 // stored (keys the config does not name are kept); labels are replaced.
 func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.PoolSyncResult, error) {
+	ctx, cancel := s.bound(ctx, syncTimeout)
+	defer cancel()
 	t := now(p.Now)
 	res := &store.PoolSyncResult{}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
