@@ -112,6 +112,25 @@ func TestNoResourceHeldTwice(t *testing.T) {
 
 	// The server's log: per resource, acquired(T) then ended(T), strictly
 	// alternating, tokens increasing.
+	served, evs := checkLeaseLog(t, c)
+	// Every hold a client saw is in the server's log.
+	sort.Slice(history, func(i, j int) bool { return history[i].token < history[j].token })
+	for _, h := range history {
+		if !served[h.token] {
+			t.Errorf("client held %s with token %d, which the server never granted", h.resource, h.token)
+		}
+	}
+	t.Logf("%d acquire+release cycles by %d clients over 3 resources; %d events checked", len(history), clients, evs)
+	if len(history) < cycles {
+		t.Fatalf("only %d cycles ran", len(history))
+	}
+}
+
+// checkLeaseLog reads the server's whole event log and checks that each
+// resource's leases start and end strictly in turn, with increasing
+// fencing tokens. It returns the tokens granted and the number of events.
+func checkLeaseLog(t *testing.T, c *client.Client) (map[int64]bool, int) {
+	t.Helper()
 	ctx := context.Background()
 	var evs []*berth.Event
 	var after int64
@@ -150,15 +169,5 @@ func TestNoResourceHeldTwice(t *testing.T) {
 			open[ev.Resource] = 0
 		}
 	}
-	// Every hold a client saw is in the server's log.
-	sort.Slice(history, func(i, j int) bool { return history[i].token < history[j].token })
-	for _, h := range history {
-		if !served[h.token] {
-			t.Errorf("client held %s with token %d, which the server never granted", h.resource, h.token)
-		}
-	}
-	t.Logf("%d acquire+release cycles by %d clients over 3 resources; %d lease events checked", len(history), clients, len(evs))
-	if len(history) < cycles {
-		t.Fatalf("only %d cycles ran", len(history))
-	}
+	return served, len(evs)
 }
