@@ -17,7 +17,9 @@ import (
 
 // Options for Cycles.
 type Options struct {
-	Client      *client.Client
+	// Clients: worker i uses Clients[i % len(Clients)], so that several
+	// replicas share the load.
+	Clients     []*client.Client
 	Type        string
 	Concurrency int
 	Duration    time.Duration
@@ -74,7 +76,10 @@ func Cycles(ctx context.Context, o Options) (*CycleResult, error) {
 	if o.Duration <= 0 {
 		return nil, errors.New("duration must be positive")
 	}
-	if _, err := o.Client.Pool(ctx, o.Type); err != nil {
+	if len(o.Clients) == 0 {
+		return nil, errors.New("no client")
+	}
+	if _, err := o.Clients[0].Pool(ctx, o.Type); err != nil {
 		return nil, fmt.Errorf("pool %s: %w", o.Type, err)
 	}
 	type worker struct {
@@ -91,10 +96,11 @@ func Cycles(ctx context.Context, o Options) (*CycleResult, error) {
 		w := &worker{}
 		ws[i] = w
 		owner := fmt.Sprintf("%s-%d", o.Owner, i)
+		c := o.Clients[i%len(o.Clients)]
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				got, err := o.Client.Acquire(ctx, client.AcquireParams{Type: o.Type, Owner: owner, Wait: o.Duration})
+				got, err := c.Acquire(ctx, client.AcquireParams{Type: o.Type, Owner: owner, Wait: o.Duration})
 				t1 := time.Now()
 				if err != nil {
 					if ctx.Err() == nil {
@@ -107,7 +113,7 @@ func Cycles(ctx context.Context, o Options) (*CycleResult, error) {
 				}
 				// Release even when the run has ended, so the pool is left
 				// as it was found.
-				_, err = o.Client.Release(context.WithoutCancel(ctx), got.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree})
+				_, err = c.Release(context.WithoutCancel(ctx), got.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree})
 				t2 := time.Now()
 				if err != nil {
 					w.errs++
@@ -146,7 +152,9 @@ func Cycles(ctx context.Context, o Options) (*CycleResult, error) {
 
 // HandoffOptions for Handoff.
 type HandoffOptions struct {
-	Client  *client.Client
+	// Clients[0] holds and releases; waiter i uses Clients[1 + i % (n-1)]
+	// when there are several, so that handoffs cross replicas.
+	Clients []*client.Client
 	Type    string
 	Waiters int
 	Rounds  int
@@ -168,16 +176,26 @@ func Handoff(ctx context.Context, o HandoffOptions) (*HandoffResult, error) {
 	if o.Waiters < 1 || o.Rounds < 1 {
 		return nil, errors.New("waiters and rounds must be at least 1")
 	}
+	if len(o.Clients) == 0 {
+		return nil, errors.New("no client")
+	}
+	holder := o.Clients[0]
+	waiterClient := func(i int) *client.Client {
+		if len(o.Clients) == 1 {
+			return holder
+		}
+		return o.Clients[1+i%(len(o.Clients)-1)]
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var held []*berth.Lease
 	defer func() {
 		for _, l := range held {
-			_, _ = o.Client.Release(context.WithoutCancel(ctx), l.ID, client.ReleaseParams{To: berth.ReleaseFree})
+			_, _ = holder.Release(context.WithoutCancel(ctx), l.ID, client.ReleaseParams{To: berth.ReleaseFree})
 		}
 	}()
 	for {
-		got, err := o.Client.Acquire(ctx, client.AcquireParams{Type: o.Type, Owner: o.Owner + "-holder"})
+		got, err := holder.Acquire(ctx, client.AcquireParams{Type: o.Type, Owner: o.Owner + "-holder"})
 		if berth.ErrorCodeOf(err) == berth.EExhausted {
 			break
 		}
@@ -201,13 +219,14 @@ func Handoff(ctx context.Context, o HandoffOptions) (*HandoffResult, error) {
 	defer cancel()
 	for i := 0; i < o.Waiters; i++ {
 		owner := fmt.Sprintf("%s-waiter-%d", o.Owner, i)
+		c := waiterClient(i)
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				a, err := o.Client.Acquire(ctx, client.AcquireParams{Type: o.Type, Owner: owner, Wait: time.Hour})
+				a, err := c.Acquire(ctx, client.AcquireParams{Type: o.Type, Owner: owner, Wait: time.Hour})
 				at := time.Now()
 				if ctx.Err() != nil {
 					if err == nil {
-						_, _ = o.Client.Release(context.WithoutCancel(ctx), a.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree})
+						_, _ = c.Release(context.WithoutCancel(ctx), a.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree})
 					}
 					return
 				}
@@ -219,7 +238,7 @@ func Handoff(ctx context.Context, o HandoffOptions) (*HandoffResult, error) {
 				case got <- h:
 				case <-ctx.Done():
 					if err == nil {
-						_, _ = o.Client.Release(context.WithoutCancel(ctx), a.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree})
+						_, _ = c.Release(context.WithoutCancel(ctx), a.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree})
 					}
 					return
 				}
@@ -229,7 +248,7 @@ func Handoff(ctx context.Context, o HandoffOptions) (*HandoffResult, error) {
 	// Every waiter must be in line before the first release. The broker
 	// has no "tell me when N wait" call, so the harness looks every few
 	// milliseconds; this is set-up, not part of what is measured.
-	if err := waitForWaiters(ctx, o.Client, o.Type, o.Waiters); err != nil {
+	if err := waitForWaiters(ctx, holder, o.Type, o.Waiters); err != nil {
 		return nil, err
 	}
 	lat := make([]time.Duration, 0, o.Rounds)
@@ -237,7 +256,7 @@ func Handoff(ctx context.Context, o HandoffOptions) (*HandoffResult, error) {
 		l := held[0]
 		held = held[1:]
 		t0 := time.Now()
-		if _, err := o.Client.Release(ctx, l.ID, client.ReleaseParams{To: berth.ReleaseFree}); err != nil {
+		if _, err := holder.Release(ctx, l.ID, client.ReleaseParams{To: berth.ReleaseFree}); err != nil {
 			return nil, fmt.Errorf("release: %w", err)
 		}
 		var h handed
@@ -253,7 +272,7 @@ func Handoff(ctx context.Context, o HandoffOptions) (*HandoffResult, error) {
 		held = append(held, h.lease)
 		// Let the waiter that was served queue again, so that every round
 		// has the same queue.
-		if err := waitForWaiters(ctx, o.Client, o.Type, o.Waiters); err != nil {
+		if err := waitForWaiters(ctx, holder, o.Type, o.Waiters); err != nil {
 			return nil, err
 		}
 	}

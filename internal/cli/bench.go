@@ -2,9 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-ci/berth/client"
 
 	"github.com/berth-ci/berth/internal/bench"
 )
@@ -29,6 +32,11 @@ Handoff (with --waiters W > 0): every free resource of --type is taken,
 W waiters queue behind them, and --rounds times one lease is released while
 the time until a waiter holds the resource is measured.
 
+With several --server URLs (replicas of one store), the workers are spread
+over them round-robin, each falling back to the others; in the handoff
+measurement the releases go to the first server and the waiters to the
+others, so that every handoff crosses replicas.
+
 Run it against a pool nobody else uses: it takes resources of the type.`,
 		Args: argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -43,9 +51,16 @@ Run it against a pool nobody else uses: it takes resources of the type.`,
 			case concurrency == 0 && waiters == 0:
 				return usageErrorf("nothing to measure: give --concurrency or --waiters")
 			}
-			c, err := e.client()
-			if err != nil {
-				return err
+			// One client per server, each trying the others after its own:
+			// workers spread over the replicas given.
+			urls := e.servers()
+			var cs []*client.Client
+			for i := range urls {
+				c, err := e.clientFor(append(slices.Clone(urls[i:]), urls[:i]...))
+				if err != nil {
+					return err
+				}
+				cs = append(cs, c)
 			}
 			// The load generator shares the machine with the broker under
 			// test; like serve, it need not collect its small heap of
@@ -54,7 +69,7 @@ Run it against a pool nobody else uses: it takes resources of the type.`,
 			ctx := cmd.Context()
 			owner := "bench-" + e.defaultOwner()
 			if concurrency > 0 && duration > 0 {
-				r, err := bench.Cycles(ctx, bench.Options{Client: c, Type: typ, Concurrency: concurrency, Duration: duration, Owner: owner})
+				r, err := bench.Cycles(ctx, bench.Options{Clients: cs, Type: typ, Concurrency: concurrency, Duration: duration, Owner: owner})
 				if err != nil {
 					return err
 				}
@@ -68,7 +83,7 @@ Run it against a pool nobody else uses: it takes resources of the type.`,
 				}
 			}
 			if waiters > 0 {
-				r, err := bench.Handoff(ctx, bench.HandoffOptions{Client: c, Type: typ, Waiters: waiters, Rounds: rounds, Owner: owner})
+				r, err := bench.Handoff(ctx, bench.HandoffOptions{Clients: cs, Type: typ, Waiters: waiters, Rounds: rounds, Owner: owner})
 				if err != nil {
 					return err
 				}

@@ -155,6 +155,11 @@ Lease a resource for the length of a job:  berth run --type gce-project -- ./tes
 
 // client builds an API client for --server, $BERTH_SERVER or the default.
 func (e *env) client() (*client.Client, error) {
+	return e.clientFor(e.servers())
+}
+
+// servers are the broker URLs from --server, $BERTH_SERVER or the default.
+func (e *env) servers() []string {
 	s := e.server
 	if s == "" {
 		s = e.getenv("BERTH_SERVER")
@@ -168,6 +173,10 @@ func (e *env) client() (*client.Client, error) {
 			urls = append(urls, u)
 		}
 	}
+	return urls
+}
+
+func (e *env) clientFor(urls []string) (*client.Client, error) {
 	o := client.Options{Servers: urls, UserAgent: "berth-cli"}
 	if e.tune != nil {
 		e.tune(&o)
