@@ -25,4 +25,10 @@ var Invariants = []Invariant{
 		`SELECT r.name FROM resources r JOIN leases l ON l.id = r.lease_id WHERE r.owner != l.owner`},
 	{"quarantined without a reason",
 		"SELECT name FROM resources WHERE state = 'quarantined' AND state_reason = ''"},
+	// A request may get a new lease once its last one ran out unreaped,
+	// but never two whose lifetimes overlap.
+	{"request holding two leases at once",
+		`SELECT a.request_id || ': ' || a.id || ' and ' || b.id FROM leases a JOIN leases b
+		 ON a.request_id = b.request_id AND a.token < b.token
+		 WHERE a.ended_at IS NULL AND b.ended_at IS NULL AND b.acquired_at < a.expires_at`},
 }

@@ -77,6 +77,15 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 			if _, err := tx.Exec(ctx, requestLock, p.RequestID); err != nil {
 				return fmt.Errorf("lock request: %w", err)
 			}
+			// A release on another connection may be handing a resource to
+			// this very request right now. Lock its queue row (if any)
+			// before looking for its lease: either that handoff has
+			// committed and the lease is found below, or the row is ours
+			// and the release passes over it (SKIP LOCKED). Without this,
+			// both went ahead and one request held two resources.
+			if _, err := tx.Exec(ctx, "SELECT 1 FROM requests WHERE id = $1 FOR UPDATE", p.RequestID); err != nil {
+				return fmt.Errorf("lock queued request: %w", err)
+			}
 			// A retry of an acquire that succeeded, or a waiter coming for
 			// the resource it was handed: give it the same lease. At most
 			// one lease of a request is live (active and not past its

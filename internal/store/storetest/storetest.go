@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"NotFound", testNotFound},
 		{"ReleaseRacesEnqueue", testReleaseRacesEnqueue},
 		{"ResourceListPages", testResourceListPages},
+		{"HandoffRacesRetry", testHandoffRacesRetry},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -848,5 +849,63 @@ func testResourceListPages(t *testing.T, s store.Store) {
 	rs, err := s.ResourceList(ctx, &store.ResourceListParams{Type: "b-vm", Limit: 2, AfterType: "b-vm", AfterName: "b-5"})
 	if err != nil || len(rs) != 2 || rs[0].Name != "b-6" || rs[1].Name != "b-7" {
 		t.Fatalf("page of b-vm after b-5: %v, %v", rs, err)
+	}
+}
+
+// testHandoffRacesRetry: a waiting request is handed a resource by a
+// release at the same moment as its owner's retry, arriving on another
+// connection, takes another free resource for it. One request must never
+// end up holding two resources (the second would sit leased to nobody
+// until it expired).
+func testHandoffRacesRetry(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm",
+		store.ResourceSpec{Name: "vm-a", Labels: map[string]string{"zone": "a"}},
+		store.ResourceSpec{Name: "vm-b", Labels: map[string]string{"zone": "b"}}))
+	ctx := context.Background()
+	for i := range 50 {
+		now := at(time.Duration(i) * time.Second)
+		held := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "holder", sel: berth.Selector{"zone": "a"}, now: now}))
+		req := fmt.Sprintf("r-%d", i)
+		// Waits for zone a (held); zone b stays free, which the queued
+		// request does not want but its retry, asking for any zone, takes.
+		if res := acquire(t, s, acq{typ: "vm", owner: "job", requestID: req, sel: berth.Selector{"zone": "a"}, wait: true, now: now}); res.Request == nil {
+			t.Fatalf("round %d: the request did not queue: %+v", i, res)
+		}
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		go func() {
+			<-start
+			_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: held.ID, To: berth.StateFree, Now: now, HandoffTTL: ttl})
+			errs <- err
+		}()
+		go func() {
+			<-start
+			_, err := s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "vm", Owner: "job", RequestID: req, LeaseTTL: ttl, Now: now, Actor: "job"})
+			errs <- err
+		}()
+		close(start)
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+		if err := s.Check(ctx); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		// Free everything for the next round.
+		rs, err := s.ResourceList(ctx, &store.ResourceListParams{Type: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.LeaseID != "" {
+				if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
+					t.Fatalf("round %d: free %s: %v", i, r.Name, err)
+				}
+			}
+		}
+		if err := s.RequestCancel(ctx, req); err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatal(err)
+		}
 	}
 }
