@@ -119,6 +119,25 @@ func TestPostgresReplicasSurviveKill9Loop(t *testing.T) {
 	for _, err := range failed {
 		t.Error(err)
 	}
+	if len(failed) > 0 {
+		// Who held what when the clients gave up.
+		c := newClient(t, client.Options{Servers: urls})
+		if rs, err := c.Resources(context.Background(), client.ResourceFilter{Type: "vm"}); err == nil {
+			for _, r := range rs {
+				t.Logf("%s: %s owner=%q lease=%s changed=%s", r.Name, r.State, r.Owner, r.LeaseID, r.StateChangedAt.Format(time.RFC3339Nano))
+				if r.LeaseID != "" {
+					if l, err := c.Lease(context.Background(), r.LeaseID); err == nil {
+						t.Logf("  lease %+v", l)
+					}
+				}
+			}
+		}
+		if evs, err := c.Events(context.Background(), client.EventFilter{Limit: 40, Desc: true}); err == nil {
+			for _, ev := range evs {
+				t.Logf("event %d %s %s %s %s→%s %s %s", ev.ID, ev.Time.Format(time.RFC3339Nano), ev.Resource, ev.Reason, ev.From, ev.To, ev.Actor, ev.Message)
+			}
+		}
+	}
 	for _, e := range f.errs {
 		t.Error(e)
 	}

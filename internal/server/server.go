@@ -203,7 +203,10 @@ func Run(ctx context.Context, opts Options) error {
 		wg.Go(func() {
 			lead.Lead(loops, replica, func(ctx context.Context) {
 				log.Info("leading: running the reaper", "replica", replica)
-				eng.RunReaper(ctx, opts.ReapInterval)
+				var tasks sync.WaitGroup
+				tasks.Go(func() { eng.RunReaper(ctx, opts.ReapInterval) })
+				tasks.Go(func() { tidy(ctx, lead, log) })
+				tasks.Wait()
 				log.Info("no longer leading", "replica", replica)
 			})
 		})
@@ -245,4 +248,23 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	<-serveErr
 	return nil
+}
+
+// tidyInterval is how often the leader tidies a shared store.
+const tidyInterval = 30 * time.Second
+
+// tidy runs the store's housekeeping every tidyInterval until ctx ends.
+func tidy(ctx context.Context, st store.Leadership, log *slog.Logger) {
+	t := time.NewTicker(tidyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := st.Tidy(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("store housekeeping failed", "err", err)
+			}
+		}
+	}
 }
