@@ -176,6 +176,16 @@ func Parse(b []byte) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, &ValidationError{Problems: []Problem{syntaxProblem(err)}}
 	}
+	// A second document (after "---") would be silently ignored by the
+	// decoder: refuse it, since the pools in it would never be served.
+	docs := yaml.NewDecoder(bytes.NewReader(b))
+	var first yaml.Node
+	if err := docs.Decode(&first); err == nil {
+		var second yaml.Node
+		if err := docs.Decode(&second); err == nil {
+			return nil, &ValidationError{Problems: []Problem{{Line: second.Line, Message: "a second YAML document; a berth config is one document"}}}
+		}
+	}
 	idx := indexNodes(&root)
 	c := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(b))

@@ -64,6 +64,7 @@ func TestProblems(t *testing.T) {
 		{"generate count", "pools:\n  - type: vm\n    generate: {prefix: x-, count: 0}\n", []string{"line 3: pools[0].generate.count: must be between 1 and"}},
 		{"type error and a missing field", "pools:\n  - type: vm\n    leaseTTL: 10\n  - leaseTTL: 1m\n", []string{"line 3: pools[0].leaseTTL", "line 4: pools[1].type: is required"}},
 		{"two problems", "pools:\n  - type: vm\n    leaseTTL: 0.1s\n  - type: vm\n", []string{"line 3: pools[0].leaseTTL", "line 4: pools[1].type"}},
+		{"two documents", "pools:\n  - type: vm\n---\npools:\n  - type: pc\n", []string{"a second YAML document"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
