@@ -244,6 +244,7 @@ func TestBadInput(t *testing.T) {
 		{"label not string", "POST", "/v1/leases", "application/json", `{"type": "vm", "owner": "x", "labels": {"a": 1}}`, 400, berth.EInvalid, "labels"},
 		{"xml", "POST", "/v1/leases", "application/xml", `<type>vm</type>`, 400, berth.EInvalid, "Content-Type"},
 		{"oversized", "POST", "/v1/leases", "application/json", huge, 413, berth.ETooLarge, ""},
+		{"invalid utf-8", "POST", "/v1/leases", "application/json", "{\"type\": \"vm\", \"owner\": \"a\xff\"}", 400, berth.EInvalid, ""},
 		{"unknown release field", "POST", "/v1/leases/x/release", "application/json", `{"state": "free"}`, 400, berth.EInvalid, "state"},
 		{"bad release target", "POST", "/v1/leases/x/release", "application/json", `{"to": "away"}`, 400, berth.EInvalid, "to"},
 		{"heartbeat with body field", "POST", "/v1/leases/x/heartbeat", "application/json", `{"ttl": "1h"}`, 400, berth.EInvalid, "ttl"},

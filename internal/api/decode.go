@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/berth-ci/berth"
 )
@@ -57,6 +58,11 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool, 
 			return nil
 		}
 		return berth.Errorf(berth.EInvalid, "request body is empty; want a JSON object")
+	}
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD, so that
+	// an owner or reason would be stored as something nobody sent.
+	if !utf8.Valid(body) {
+		return berth.Errorf(berth.EInvalid, "request body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
