@@ -168,8 +168,15 @@ func TestPostgresReplicasSurviveKill9Loop(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the reaper to end a lease nobody heartbeats", func() bool {
+		// Ended by the reaper (endedAt set, resource free again), not
+		// merely read as expired: a lease past its expiry reads expired
+		// whether or not anything reaped it.
 		l, err := c.Lease(ctx, gone.Lease.ID)
-		return err == nil && l.Status == berth.LeaseExpired
+		if err != nil || l.Status != berth.LeaseExpired || l.EndedAt == nil {
+			return false
+		}
+		r, err := c.Resource(ctx, gone.Resource.Name)
+		return err == nil && r.State == berth.StateFree
 	})
 	t.Logf("%d kill -9s; %d acknowledged acquire+release cycles by %d clients; %d events checked", kills, len(log), workers, events)
 	if len(log) < 100 {

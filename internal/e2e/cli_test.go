@@ -236,6 +236,7 @@ func TestServeRefusesBadStartWithOneLine(t *testing.T) {
 		// Port 1 on loopback: nothing listens, the connection is refused.
 		{[]string{"serve", "--config", good, "--store", "postgres://postgres@127.0.0.1:1/berth", "--listen", "127.0.0.1:0"}, "connection refused"},
 		{[]string{"serve", "--config", good, "--store", "postgres://u:secret@127.0.0.1/db?sslmode=bogus", "--listen", "127.0.0.1:0"}, "not a valid PostgreSQL connection string"},
+		{[]string{"serve", "--config", good, "--store", "host=127.0.0.1 password=secret dbname=test", "--listen", "127.0.0.1:0"}, "key=value connection string"},
 		{[]string{"serve", "--config", good, "--data", dir, "--sqlite-sync", "sometimes", "--listen", "127.0.0.1:0"}, "--sqlite-sync"},
 		{[]string{"serve", "--config", good, "--data", dir, "--log-format", "xml", "--listen", "127.0.0.1:0"}, "--log-format"},
 		{[]string{"serve", "--config", good, "--data", dir, "--store", "sqlite:" + filepath.Join(dir, "x.db"), "--listen", "127.0.0.1:0"}, "exclude each other"},

@@ -189,7 +189,14 @@ func TestPostgresLeaderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the expired lease to be reaped", func() bool {
+		// Ended by the reaper (endedAt set, resource free again), not
+		// merely read as expired: a lease past its expiry reads expired
+		// whether or not anything reaped it.
 		l, err := c.Lease(ctx, a.Lease.ID)
-		return err == nil && l.Status == berth.LeaseExpired
+		if err != nil || l.Status != berth.LeaseExpired || l.EndedAt == nil {
+			return false
+		}
+		r, err := c.Resource(ctx, a.Resource.Name)
+		return err == nil && r.State == berth.StateFree
 	})
 }

@@ -92,6 +92,10 @@ func targetOf(opts Options) (storeTarget, error) {
 	case strings.Contains(path, "://"):
 		scheme, _, _ := strings.Cut(path, "://")
 		return storeTarget{}, startupf("--store: %s stores are not supported (use sqlite:PATH or postgres://…)", scheme)
+	case strings.Contains(path, "="):
+		// A PostgreSQL key=value connection string ("host=… password=…")
+		// must not become the name of a SQLite file, password and all.
+		return storeTarget{}, startupf("--store: looks like a key=value connection string; give PostgreSQL as a postgres:// URL, or SQLite as sqlite:PATH")
 	}
 	if path == "" {
 		return storeTarget{}, startupf("--store: sqlite: needs a file path, such as sqlite:/var/lib/berth/berth.db")
