@@ -73,63 +73,63 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 	res := &store.LeaseAcquireResult{}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		*res = store.LeaseAcquireResult{}
+		queued := false
 		if p.RequestID != "" {
 			if _, err := tx.Exec(ctx, requestLock, p.RequestID); err != nil {
 				return fmt.Errorf("lock request: %w", err)
 			}
-			// A release on another connection may be handing a resource to
-			// this very request right now. Lock its queue row (if any)
-			// before looking for its lease: either that handoff has
-			// committed and the lease is found below, or the row is ours
-			// and the release passes over it (SKIP LOCKED). Without this,
-			// both went ahead and one request held two resources.
-			if _, err := tx.Exec(ctx, "SELECT 1 FROM requests WHERE id = $1 FOR UPDATE", p.RequestID); err != nil {
-				return fmt.Errorf("lock queued request: %w", err)
+			// Whether the request waits in the queue, read before its
+			// lease is looked for: only a queued request can be handed a
+			// resource by a release running beside this call.
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM requests WHERE id = $1)", p.RequestID).Scan(&queued); err != nil {
+				return fmt.Errorf("find queued request: %w", err)
 			}
 			// A retry of an acquire that succeeded, or a waiter coming for
-			// the resource it was handed: give it the same lease. At most
-			// one lease of a request is live (active and not past its
-			// expiry) at a time.
-			l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+
-				" FROM leases WHERE request_id = $1 AND ended_at IS NULL AND expires_at > $2 LIMIT 1", p.RequestID, nanos(t)))
-			switch {
-			case errors.Is(err, pgx.ErrNoRows):
-			case err != nil:
-				return fmt.Errorf("find lease of request: %w", err)
-			case l.Type != p.Type:
-				return berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, l.Type, p.Type)
-			case l.Owner != p.Owner:
-				return berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
-			default:
-				if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
-					if _, err := tx.Exec(ctx, "UPDATE leases SET expires_at = $1 WHERE token = $2", nanos(exp), l.Token); err != nil {
-						return fmt.Errorf("claim lease: %w", err)
-					}
-					l.ExpiresAt = exp
-				}
-				r, err := resourceGet(ctx, tx, l.Resource)
-				if err != nil {
-					return err
-				}
-				res.Lease, res.Resource = l, r
-				return nil
+			// the resource it was handed: give it the same lease.
+			if found, err := claimLease(ctx, tx, p, t, res); found || err != nil {
+				return err
 			}
 		}
 		if p.ClaimOnly {
 			return nil
 		}
 		id := berth.NewID()
-		r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)
-		if err != nil {
-			return err
-		}
-		if r != nil {
-			if p.RequestID != "" {
-				// The same id may also wait in the queue (a waiting call,
-				// then one that does not wait): served now, it must not be
-				// served again there.
-				if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", p.RequestID); err != nil {
-					return fmt.Errorf("delete served request: %w", err)
+		take := func() (bool, error) {
+			// The request may be handed a resource by a release at the
+			// same time as this call takes one for it. The queue row is
+			// not locked meanwhile (a locked row would be passed over, and
+			// its waiter served out of turn); instead, after taking, the
+			// row is deleted, which waits for such a handoff, and if it is
+			// gone the handoff's lease is returned and the take undone.
+			var sp pgx.Tx
+			if queued {
+				var err error
+				if sp, err = tx.Begin(ctx); err != nil {
+					return false, fmt.Errorf("savepoint: %w", err)
+				}
+			}
+			r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)
+			if err != nil || r == nil {
+				if sp != nil {
+					_ = sp.Rollback(ctx)
+				}
+				return false, err
+			}
+			if queued {
+				tag, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", p.RequestID)
+				if err != nil {
+					return false, fmt.Errorf("delete served request: %w", err)
+				}
+				if tag.RowsAffected() == 0 {
+					if found, err := claimLease(ctx, tx, p, t, res); found || err != nil {
+						if rerr := sp.Rollback(ctx); rerr != nil && err == nil {
+							err = fmt.Errorf("undo take: %w", rerr)
+						}
+						return found, err
+					}
+				}
+				if err := sp.Commit(ctx); err != nil {
+					return false, fmt.Errorf("release savepoint: %w", err)
 				}
 			}
 			ev := &events{}
@@ -138,10 +138,13 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired",
 			})
 			if err != nil {
-				return err
+				return false, err
 			}
 			res.Lease, res.Resource = l, r
-			return ev.flush(ctx, tx)
+			return true, ev.flush(ctx, tx)
+		}
+		if done, err := take(); done || err != nil {
+			return err
 		}
 		if !p.Wait {
 			return nil
@@ -150,29 +153,20 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		// exclusively. A release that frees a resource holds that lock
 		// shared from before it looks for waiters until it commits, so by
 		// the time the lock is ours every release that missed this request
-		// has committed, and the second look below sees what it freed.
-		// Without this, a release and an enqueue running together could
-		// each miss the other: a free resource and a waiter waiting.
+		// has committed, and the second look below sees what it freed (or
+		// the lease it handed this request). Without this, a release and
+		// an enqueue running together could each miss the other: a free
+		// resource and a waiter waiting.
 		if _, err := tx.Exec(ctx, queueLockExclusive, p.Type); err != nil {
 			return fmt.Errorf("lock queue of %s: %w", p.Type, err)
 		}
-		if r, err = takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t); err != nil {
-			return err
-		}
-		if r != nil {
-			if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", p.RequestID); err != nil {
-				return fmt.Errorf("delete served request: %w", err)
-			}
-			ev := &events{}
-			l, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{
-				id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL,
-				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired",
-			})
-			if err != nil {
+		if p.RequestID != "" {
+			if found, err := claimLease(ctx, tx, p, t, res); found || err != nil {
 				return err
 			}
-			res.Lease, res.Resource = l, r
-			return ev.flush(ctx, tx)
+		}
+		if done, err := take(); done || err != nil {
+			return err
 		}
 		req, err := enqueue(ctx, tx, p, t)
 		if err != nil {
@@ -185,6 +179,37 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		return nil, wrap("acquire", err)
 	}
 	return res, nil
+}
+
+// claimLease finds the live lease of request p.RequestID (active and not
+// past its expiry; at most one is), extends it to a full TTL from t if it
+// was a handoff not yet claimed, and puts it in res. found is false when
+// the request has no live lease.
+func claimLease(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time.Time, res *store.LeaseAcquireResult) (found bool, err error) {
+	l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+
+		" FROM leases WHERE request_id = $1 AND ended_at IS NULL AND expires_at > $2 LIMIT 1", p.RequestID, nanos(t)))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("find lease of request: %w", err)
+	case l.Type != p.Type:
+		return false, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, l.Type, p.Type)
+	case l.Owner != p.Owner:
+		return false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+	}
+	if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
+		if _, err := tx.Exec(ctx, "UPDATE leases SET expires_at = $1 WHERE token = $2", nanos(exp), l.Token); err != nil {
+			return false, fmt.Errorf("claim lease: %w", err)
+		}
+		l.ExpiresAt = exp
+	}
+	r, err := resourceGet(ctx, tx, l.Resource)
+	if err != nil {
+		return false, err
+	}
+	res.Lease, res.Resource = l, r
+	return true, nil
 }
 
 // The queue lock of a type orders enqueues after the releases that could

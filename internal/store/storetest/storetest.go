@@ -63,6 +63,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ReleaseRacesEnqueue", testReleaseRacesEnqueue},
 		{"ResourceListPages", testResourceListPages},
 		{"HandoffRacesRetry", testHandoffRacesRetry},
+		{"HandoffRacesRepoll", testHandoffRacesRepoll},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -906,6 +907,74 @@ func testHandoffRacesRetry(t *testing.T, s store.Store) {
 		}
 		if err := s.RequestCancel(ctx, req); err != nil && !errors.Is(err, store.ErrNotFound) {
 			t.Fatal(err)
+		}
+	}
+}
+
+// testHandoffRacesRepoll: the oldest waiter polls again (as a long poll
+// does on every wake, and a client after every poll) at the moment a
+// release frees the resource. It must still be served first: a waiter
+// that polls is not out of the queue. (Found by review: locking the
+// request's row during the poll made the release pass it over, and the
+// later waiter won 174 of 200 rounds.)
+func testHandoffRacesRepoll(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	ctx := context.Background()
+	for i := range 100 {
+		now := at(time.Duration(i) * time.Second)
+		held := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "holder", now: now}))
+		w := func(owner string) *store.LeaseAcquireParams {
+			return &store.LeaseAcquireParams{Type: "vm", Owner: owner, RequestID: fmt.Sprintf("%s-%d", owner, i), Wait: true,
+				WaitUntil: now.Add(time.Hour), LeaseTTL: ttl, Now: now, Actor: owner}
+		}
+		for _, owner := range []string{"w1", "w2"} {
+			if res, err := s.LeaseAcquire(ctx, w(owner)); err != nil || res.Request == nil {
+				t.Fatalf("round %d: queue %s: %+v, %v", i, owner, res, err)
+			}
+		}
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		go func() {
+			<-start
+			_, err := s.LeaseAcquire(ctx, w("w1"))
+			errs <- err
+		}()
+		go func() {
+			<-start
+			_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: held.ID, To: berth.StateFree, Now: now, HandoffTTL: ttl})
+			errs <- err
+		}()
+		close(start)
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+		r, err := s.ResourceGet(ctx, "vm-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Owner != "w1" {
+			t.Fatalf("round %d: %s went to %q, not to w1, which queued first and was polling again", i, r.Name, r.Owner)
+		}
+		if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
+			t.Fatal(err)
+		}
+		// w2 was handed the resource by that release; free it for the
+		// next round.
+		r, err = s.ResourceGet(ctx, "vm-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.LeaseID != "" {
+			if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, owner := range []string{"w1", "w2"} {
+			if err := s.RequestCancel(ctx, fmt.Sprintf("%s-%d", owner, i)); err != nil && !errors.Is(err, store.ErrNotFound) {
+				t.Fatal(err)
+			}
 		}
 	}
 }
