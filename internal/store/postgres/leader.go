@@ -45,6 +45,12 @@ func (s *Store) Lead(ctx context.Context, id string, fn func(ctx context.Context
 func (s *Store) leadOnce(ctx context.Context, id string, fn func(ctx context.Context)) {
 	cfg := s.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = truncate(appPrefix+id, 63)
+	// The lock lives as long as the server keeps this session. A leader
+	// pings every LeaderInterval; if its pings stop arriving (the process
+	// hangs, or the network drops them silently, which TCP would notice
+	// only after hours), the server ends the session after
+	// 3 x LeaderInterval and frees the lock for another replica.
+	cfg.RuntimeParams["idle_session_timeout"] = fmt.Sprint((3 * LeaderInterval).Milliseconds())
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return
@@ -52,7 +58,10 @@ func (s *Store) leadOnce(ctx context.Context, id string, fn func(ctx context.Con
 	defer conn.Close(context.WithoutCancel(ctx))
 	for {
 		var got bool
-		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock("+leaderKey+")").Scan(&got); err != nil {
+		tctx, cancel := context.WithTimeout(ctx, LeaderInterval)
+		err := conn.QueryRow(tctx, "SELECT pg_try_advisory_lock("+leaderKey+")").Scan(&got)
+		cancel()
+		if err != nil {
 			return
 		}
 		if got {
@@ -63,6 +72,19 @@ func (s *Store) leadOnce(ctx context.Context, id string, fn func(ctx context.Con
 			return
 		case <-time.After(LeaderInterval):
 		}
+	}
+	// The lock is ours, but the leader before may not know yet that it
+	// lost it: it finds out at its next ping, at most LeaderInterval and a
+	// ping's timeout from now. Wait that long, so that two replicas never
+	// run the leader's loops at once (janitors and probes will rely on
+	// it), then check the session is still there.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(2 * LeaderInterval):
+	}
+	if err := pingWithin(ctx, conn); err != nil {
+		return
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -80,10 +102,7 @@ func (s *Store) leadOnce(ctx context.Context, id string, fn func(ctx context.Con
 		}
 		// The lock lives as long as this connection: if it cannot answer,
 		// stop leading; another replica may be about to.
-		pctx, c := context.WithTimeout(ctx, LeaderInterval)
-		err := conn.Ping(pctx)
-		c()
-		if err != nil {
+		if err := pingWithin(ctx, conn); err != nil {
 			return
 		}
 	}
@@ -126,4 +145,11 @@ func (s *Store) Tidy(ctx context.Context) error {
 		return fmt.Errorf("postgres: vacuum: %w", err)
 	}
 	return nil
+}
+
+// pingWithin pings conn, giving it LeaderInterval to answer.
+func pingWithin(ctx context.Context, conn *pgx.Conn) error {
+	pctx, cancel := context.WithTimeout(ctx, LeaderInterval)
+	defer cancel()
+	return conn.Ping(pctx)
 }

@@ -26,6 +26,10 @@ func (s *Store) ListenHandoffs(ctx context.Context, fn func(requestID string)) {
 		if err := s.listen(ctx, fn, func() { pause = 100 * time.Millisecond }); err == nil || ctx.Err() != nil {
 			return
 		}
+		// Deaf until it reconnects: every long poll here looks at the
+		// store for itself now, rather than wait for a word that cannot
+		// come (and answers 503 if the store cannot be reached either).
+		fn("")
 		select {
 		case <-ctx.Done():
 			return
@@ -53,13 +57,34 @@ func (s *Store) listen(ctx context.Context, fn func(string), listening func()) e
 	listening()
 	fn("") // whatever was handed off before this connection listened
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		// Wait a while, then make sure the connection still answers: a
+		// connection cut silently (a network split) would otherwise leave
+		// this replica deaf to handoffs for as long as TCP takes to notice.
+		wctx, cancel := context.WithTimeout(ctx, listenCheck)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			fn(n.Payload)
+			continue
+		case wctx.Err() == nil:
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, listenCheck)
+		err = conn.Ping(pctx)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		fn(n.Payload)
 	}
 }
+
+// listenCheck is how long the listener waits for a notification before it
+// checks that its connection still answers, and how long it gives the
+// check.
+const listenCheck = 5 * time.Second
