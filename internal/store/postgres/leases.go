@@ -64,7 +64,7 @@ func leaseGet(ctx context.Context, q querier, id string) (*berth.Lease, error) {
 // requestLock serializes, across replicas, the acquires that carry one
 // request id: a retry that reaches another replica while the first try is
 // still running must find its lease, not take a second resource.
-const requestLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-request:' || $1, 0))"
+const requestLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-request:' || current_schema() || ':' || $1, 0))"
 
 func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (*store.LeaseAcquireResult, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)

@@ -28,8 +28,8 @@ type Options struct {
 	// Schema, if set, holds berth's tables instead of the connection's
 	// default (public); it is created if missing. Tests use one each.
 	Schema string
-	// MaxConns bounds the connection pool; default pgxpool's (4 per CPU,
-	// at least 4).
+	// MaxConns bounds the connection pool; default pgxpool's, the larger
+	// of 4 and the number of CPUs.
 	MaxConns int32
 	// OpTimeout bounds every store call (PoolSync aside); default
 	// DefaultOpTimeout. A database that stops answering (a black-holed
