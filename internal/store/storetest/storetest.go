@@ -784,26 +784,17 @@ func testReleaseRacesEnqueue(t *testing.T, s store.Store) {
 	for i := range 100 {
 		now := at(time.Duration(i) * time.Second)
 		held := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "holder", now: now}))
-		start := make(chan struct{})
-		errs := make(chan error, 2)
 		var got *store.LeaseAcquireResult
-		go func() {
-			<-start
+		if err := together(func() error {
 			_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: held.ID, To: berth.StateFree, Now: now, HandoffTTL: ttl})
-			errs <- err
-		}()
-		go func() {
-			<-start
+			return err
+		}, func() error {
 			var err error
 			got, err = s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "vm", Owner: "waiter", RequestID: fmt.Sprintf("w-%d", i),
 				Wait: true, WaitUntil: now.Add(time.Minute), LeaseTTL: ttl, Now: now, Actor: "waiter"})
-			errs <- err
-		}()
-		close(start)
-		for range 2 {
-			if err := <-errs; err != nil {
-				t.Fatalf("round %d: %v", i, err)
-			}
+			return err
+		}); err != nil {
+			t.Fatalf("round %d: %v", i, err)
 		}
 		// The waiter holds the resource now: got it at once, or was
 		// handed it by the release.
@@ -872,23 +863,14 @@ func testHandoffRacesRetry(t *testing.T, s store.Store) {
 		if res := acquire(t, s, acq{typ: "vm", owner: "job", requestID: req, sel: berth.Selector{"zone": "a"}, wait: true, now: now}); res.Request == nil {
 			t.Fatalf("round %d: the request did not queue: %+v", i, res)
 		}
-		start := make(chan struct{})
-		errs := make(chan error, 2)
-		go func() {
-			<-start
+		if err := together(func() error {
 			_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: held.ID, To: berth.StateFree, Now: now, HandoffTTL: ttl})
-			errs <- err
-		}()
-		go func() {
-			<-start
+			return err
+		}, func() error {
 			_, err := s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "vm", Owner: "job", RequestID: req, LeaseTTL: ttl, Now: now, Actor: "job"})
-			errs <- err
-		}()
-		close(start)
-		for range 2 {
-			if err := <-errs; err != nil {
-				t.Fatalf("round %d: %v", i, err)
-			}
+			return err
+		}); err != nil {
+			t.Fatalf("round %d: %v", i, err)
 		}
 		if err := s.Check(ctx); err != nil {
 			t.Fatalf("round %d: %v", i, err)
@@ -932,23 +914,14 @@ func testHandoffRacesRepoll(t *testing.T, s store.Store) {
 				t.Fatalf("round %d: queue %s: %+v, %v", i, owner, res, err)
 			}
 		}
-		start := make(chan struct{})
-		errs := make(chan error, 2)
-		go func() {
-			<-start
+		if err := together(func() error {
 			_, err := s.LeaseAcquire(ctx, w("w1"))
-			errs <- err
-		}()
-		go func() {
-			<-start
+			return err
+		}, func() error {
 			_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: held.ID, To: berth.StateFree, Now: now, HandoffTTL: ttl})
-			errs <- err
-		}()
-		close(start)
-		for range 2 {
-			if err := <-errs; err != nil {
-				t.Fatalf("round %d: %v", i, err)
-			}
+			return err
+		}); err != nil {
+			t.Fatalf("round %d: %v", i, err)
 		}
 		r, err := s.ResourceGet(ctx, "vm-1")
 		if err != nil {
@@ -977,4 +950,19 @@ func testHandoffRacesRepoll(t *testing.T, s store.Store) {
 			}
 		}
 	}
+}
+
+// together runs a and b at the same moment, as two callers racing each
+// other, and returns the first error either returned.
+func together(a, b func() error) error {
+	start := make(chan struct{})
+	errs := make(chan error, 2)
+	for _, f := range []func() error{a, b} {
+		go func() {
+			<-start
+			errs <- f()
+		}()
+	}
+	close(start)
+	return errors.Join(<-errs, <-errs)
 }
