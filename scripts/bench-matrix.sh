@@ -5,6 +5,7 @@
 # then the handoff latency with 50 waiters.
 # Usage: scripts/bench-matrix.sh [path/to/berth] [seconds per run]
 set -euo pipefail
+. "$(dirname "$0")/listen-addr.sh"
 berth=${1:-bin/berth}
 secs=${2:-10}
 dir=$(mktemp -d)
@@ -21,14 +22,8 @@ start() {
   : > "$dir/log"
   "$berth" serve --config "$1" --data "$2" --listen 127.0.0.1:0 --log-format json --log-level info 2> "$dir/log" &
   pid=$!
-  local addr="" i
-  for i in $(seq 3000); do
-    addr=$(grep -o '"msg":"listening","addr":"[^"]*"' "$dir/log" | grep -o '127[^"]*' || true)
-    [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || { echo "berth serve exited:" >&2; cat "$dir/log" >&2; exit 1; }
-    sleep 0.01
-  done
-  [ -n "$addr" ] || { echo "berth serve did not listen within 30 s" >&2; exit 1; }
+  local addr
+  addr=$(listen_addr "$dir/log" "$pid")
   url="http://$addr"
 }
 

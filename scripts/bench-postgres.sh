@@ -7,6 +7,7 @@
 # The database: $BERTH_BENCH_POSTGRES (default the local test database);
 # each part runs in a fresh schema, dropped afterwards. Needs psql.
 set -euo pipefail
+. "$(dirname "$0")/listen-addr.sh"
 berth=${1:-bin/berth}
 secs=${2:-10}
 slices=${3:-10}
@@ -43,14 +44,8 @@ start() {
   local sep='?'; [[ "$db" == *\?* ]] && sep='&'
   "$berth" serve --config "$1" --store "$db${sep}search_path=$schema" --listen 127.0.0.1:0 --log-format json --log-level info 2> "$log" &
   pids+=($!)
-  local addr="" i
-  for i in $(seq 3000); do
-    addr=$(grep -o '"msg":"listening","addr":"[^"]*"' "$log" | grep -o '127[^"]*' || true)
-    [ -n "$addr" ] && break
-    kill -0 "${pids[-1]}" 2>/dev/null || { echo "berth serve exited:" >&2; cat "$log" >&2; exit 1; }
-    sleep 0.01
-  done
-  [ -n "$addr" ] || { echo "berth serve did not listen within 30 s" >&2; exit 1; }
+  local addr
+  addr=$(listen_addr "$log" "${pids[-1]}")
   urls="${urls:+$urls,}http://$addr"
 }
 
