@@ -16,32 +16,46 @@ import (
 const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason`
 
 func scanLease(row pgx.Row) (*berth.Lease, error) {
-	var (
-		l             berth.Lease
-		reqID         *string
-		ttl, acq, exp int64
-		ended         *int64
-		endReason     string
-	)
-	if err := row.Scan(&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &reqID, &ttl, &acq, &exp, &ended, &endReason); err != nil {
+	var d leaseDest
+	if err := row.Scan(d.dest()...); err != nil {
 		return nil, err
 	}
-	if reqID != nil {
-		l.RequestID = *reqID
+	return d.lease(), nil
+}
+
+// leaseDest receives leaseColumns, alone or beside other columns of one
+// row.
+type leaseDest struct {
+	l             berth.Lease
+	reqID         *string
+	ttl, acq, exp int64
+	ended         *int64
+	endReason     string
+}
+
+func (d *leaseDest) dest() []any {
+	l := &d.l
+	return []any{&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &d.reqID, &d.ttl, &d.acq, &d.exp, &d.ended, &d.endReason}
+}
+
+func (d *leaseDest) lease() *berth.Lease {
+	l := d.l
+	if d.reqID != nil {
+		l.RequestID = *d.reqID
 	}
-	l.TTL = berth.Duration(ttl)
-	l.AcquiredAt = fromNanos(acq)
-	l.ExpiresAt = fromNanos(exp)
-	l.EndedAt = nullTime(ended)
+	l.TTL = berth.Duration(d.ttl)
+	l.AcquiredAt = fromNanos(d.acq)
+	l.ExpiresAt = fromNanos(d.exp)
+	l.EndedAt = nullTime(d.ended)
 	switch {
-	case ended == nil:
+	case d.ended == nil:
 		l.Status = berth.LeaseActive
-	case endReason == string(berth.LeaseExpired):
+	case d.endReason == string(berth.LeaseExpired):
 		l.Status = berth.LeaseExpired
 	default:
 		l.Status = berth.LeaseReleased
 	}
-	return &l, nil
+	return &l
 }
 
 func (s *Store) LeaseGet(ctx context.Context, id string) (*berth.Lease, error) {
@@ -70,6 +84,18 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
+	if !p.ClaimOnly {
+		res, err := s.acquireAtOnce(ctx, p, t)
+		if err != nil {
+			return nil, wrap("acquire", err)
+		}
+		if res != nil {
+			return res, nil
+		}
+		if p.RequestID == "" && !p.Wait {
+			return &store.LeaseAcquireResult{}, nil // nothing free, and no request to look after
+		}
+	}
 	res := &store.LeaseAcquireResult{}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		*res = store.LeaseAcquireResult{}
@@ -179,6 +205,85 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		return nil, wrap("acquire", err)
 	}
 	return res, nil
+}
+
+// acquireAtOnce is the common acquire in one round trip: a free resource
+// for a request that neither waits in the queue nor holds a lease already
+// (or carries no request id). The request's lock and the statement that
+// takes the resource, writes the lease and its event go in one pipelined
+// batch, which PostgreSQL runs as one implicit transaction; the statement
+// is a snapshot taken after the lock, so no other acquire of the request
+// can run between its checks and its take. It returns nil, having changed
+// nothing, when the request waits or holds a lease, or nothing is free:
+// the general path, one statement at a time, sorts those out.
+func (s *Store) acquireAtOnce(ctx context.Context, p *store.LeaseAcquireParams, t time.Time) (*store.LeaseAcquireResult, error) {
+	id := berth.NewID()
+	args := []any{nanos(t), p.Owner, id, p.Type, nullString(p.RequestID), int64(p.LeaseTTL), nanos(t.Add(p.LeaseTTL)), p.Actor,
+		string(berth.EventLease), string(berth.StateFree), string(berth.StateBusy), "leased to " + p.Owner}
+	q := acquireAtOnceSQL
+	if len(p.Selector) > 0 {
+		q = acquireAtOnceSelectorSQL
+		args = append(args, map[string]string(p.Selector))
+	}
+	var (
+		ld leaseDest
+		rd resourceDest
+	)
+	dest := append([]any{&ld.l.Token}, rd.dest()...)
+	var err error
+	if p.RequestID == "" {
+		err = s.pool.QueryRow(ctx, q, args...).Scan(dest...)
+	} else {
+		b := &pgx.Batch{}
+		b.Queue(requestLock, p.RequestID)
+		row := b.Queue(q, args...)
+		row.QueryRow(func(row pgx.Row) error { err = row.Scan(dest...); return nil })
+		if berr := s.pool.SendBatch(ctx, b).Close(); berr != nil {
+			return nil, fmt.Errorf("take a free resource: %w", berr)
+		}
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take a free resource: %w", err)
+	}
+	r := rd.resource()
+	return &store.LeaseAcquireResult{
+		Resource: r,
+		Lease: &berth.Lease{
+			ID: id, Token: ld.l.Token, Owner: p.Owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
+			AcquiredAt: t, ExpiresAt: t.Add(p.LeaseTTL), TTL: berth.Duration(p.LeaseTTL), RequestID: p.RequestID,
+		},
+	}, nil
+}
+
+// acquireAtOnceSQL takes the free resource of type $4 that has been free
+// longest, if request $5 (NULL for none) neither waits nor holds a live
+// lease, and writes its lease $3 and the lease's event. Its variant with
+// a selector adds "labels @> $13".
+var acquireAtOnceSQL, acquireAtOnceSelectorSQL = acquireAtOnceQuery(""), acquireAtOnceQuery(" AND labels @> $13")
+
+func acquireAtOnceQuery(selector string) string {
+	return `WITH pick AS (
+		SELECT name FROM resources
+		WHERE type = $4 AND state = 'free' AND NOT retiring` + selector + `
+			AND NOT EXISTS (SELECT 1 FROM requests WHERE id = $5)
+			AND NOT EXISTS (SELECT 1 FROM leases WHERE request_id = $5 AND ended_at IS NULL AND expires_at > $1)
+		ORDER BY state_changed_at, name LIMIT 1 FOR UPDATE SKIP LOCKED
+	), taken AS (
+		UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
+		WHERE name = (SELECT name FROM pick)
+		RETURNING ` + resourceColumns + `
+	), lease AS (
+		INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at)
+		SELECT $3, name, type, $2, $5, $6::bigint, $1, $7::bigint FROM taken
+		RETURNING token
+	), event AS (
+		INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
+		SELECT $1, taken.name, taken.type, $9::text, $10::text, $11::text, 'acquired', $8::text, $3, lease.token, $12::text FROM taken, lease
+	)
+	SELECT lease.token, ` + resourceColumns + ` FROM taken, lease`
 }
 
 // claimLease finds the live lease of request p.RequestID (active and not
@@ -410,39 +515,70 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
-	res := &store.LeaseHeartbeatResult{}
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		l, err := scanLease(tx.QueryRow(ctx, "UPDATE leases SET expires_at = $1 + ttl WHERE id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING "+leaseColumns,
-			nanos(t), p.ID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			if _, err := leaseGet(ctx, tx, p.ID); err != nil {
-				return err
-			}
-			return store.ErrLeaseEnded
-		}
-		if err != nil {
-			return err
-		}
-		r, err := resourceGet(ctx, tx, l.Resource)
-		if err != nil {
-			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
-		}
-		res.Lease, res.Resource = l, r
-		return nil
-	})
+	// One statement: extend the lease and read its resource.
+	var (
+		ld leaseDest
+		rd resourceDest
+	)
+	err := s.pool.QueryRow(ctx, heartbeatSQL, nanos(t), p.ID).Scan(append(ld.dest(), rd.dest()...)...)
+	if err == nil {
+		return &store.LeaseHeartbeatResult{Lease: ld.lease(), Resource: rd.resource()}, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("postgres: heartbeat: %w", err)
+	}
+	l, err := leaseGet(ctx, s.pool, p.ID)
 	if err != nil {
 		return nil, wrap("heartbeat", err)
 	}
-	return res, nil
+	if l.Status == berth.LeaseActive && l.ExpiresAt.After(t) {
+		// Extended, but its resource is gone: the join found no row.
+		return nil, fmt.Errorf("postgres: heartbeat: resource %s of lease %s: %w", l.Resource, l.ID, store.ErrNotFound)
+	}
+	return nil, store.ErrLeaseEnded
 }
+
+// heartbeatSQL extends lease $2, active and not past its expiry at $1, to
+// $1 + its TTL, and returns it with its resource.
+var heartbeatSQL = `WITH l AS (
+		UPDATE leases SET expires_at = $1 + ttl WHERE id = $2 AND ended_at IS NULL AND expires_at > $1
+		RETURNING ` + leaseColumns + `
+	)
+	SELECT ` + qualified("l", leaseColumns) + `, ` + qualified("r", resourceColumns) + ` FROM l JOIN resources r ON r.name = l.resource`
 
 func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (*store.LeaseReleaseResult, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
+	// The lease's type, which Decide needs before anything is written. It
+	// never changes, so it is read on its own, outside the transaction.
+	var typ string
+	err := s.pool.QueryRow(ctx, "SELECT type FROM leases WHERE id = $1", p.ID).Scan(&typ)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &store.LeaseReleaseResult{}, store.ErrNotFound
+	}
+	if err != nil {
+		return &store.LeaseReleaseResult{}, fmt.Errorf("postgres: release: find lease: %w", err)
+	}
+	to, handoffTTL := p.To, p.HandoffTTL
+	if p.Decide != nil {
+		to, handoffTTL = p.Decide(typ)
+	}
+	if res, err := s.releaseAtOnce(ctx, p, typ, to, t); err != nil || res != nil {
+		if err != nil {
+			return &store.LeaseReleaseResult{}, wrap("release", err)
+		}
+		return res, nil
+	}
 	res := &store.LeaseReleaseResult{}
-	err := s.tx(ctx, func(tx pgx.Tx) error {
+	err = s.tx(ctx, func(tx pgx.Tx) error {
 		*res = store.LeaseReleaseResult{}
+		// First the type's queue lock (see queueLockShared), then the
+		// lease's row, then the resource's: every release takes them in
+		// this order, so that two releases of one lease never deadlock.
+		if _, err := tx.Exec(ctx, queueLockShared, typ); err != nil {
+			return fmt.Errorf("lock queue of %s: %w", typ, err)
+		}
 		status := berth.LeaseReleased
 		// A lease past its expiry is lost: only the reaper ends it, as
 		// expired, so that the record says what happened.
@@ -472,10 +608,6 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		if actor == "" {
 			actor = l.Owner // the holder released it
 		}
-		to, handoffTTL := p.To, p.HandoffTTL
-		if p.Decide != nil {
-			to, handoffTTL = p.Decide(l.Type)
-		}
 		// The resource row is locked by the lease's end above only in
 		// spirit: lock it for real before deciding what becomes of it.
 		r, err := scanResource(tx.QueryRow(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = $1 FOR UPDATE", l.Resource))
@@ -504,9 +636,6 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason})
 		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
 		if to == berth.StateFree {
-			if _, err := tx.Exec(ctx, queueLockShared, r.Type); err != nil {
-				return fmt.Errorf("lock queue of %s: %w", r.Type, err)
-			}
 			// Straight to the first waiter it suits, if any: one update.
 			h, err := handoff(ctx, tx, ev, r, t, handoffTTL, actor)
 			if err != nil {
@@ -532,6 +661,85 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		return res, wrap("release", err)
 	}
 	return res, nil
+}
+
+// releaseAtOnce is the common release in one round trip: the lease ends
+// and its resource moves to state to, when the resource is not retiring
+// and, if it becomes free, no request of its type waits. One pipelined
+// batch, which PostgreSQL runs as one implicit transaction, takes the
+// locks in the general path's order (the type's queue lock, then the
+// lease's and the resource's rows) and then, in a statement whose
+// snapshot follows the locks, checks all that and makes the change with
+// its event. It returns nil, having changed nothing, when any check fails:
+// the general path sorts those cases out.
+func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, typ string, to berth.State, t time.Time) (*store.LeaseReleaseResult, error) {
+	status, q := berth.LeaseReleased, releaseAtOnceSQL
+	if p.Expired {
+		status, q = berth.LeaseExpired, releaseExpiredAtOnceSQL
+	}
+	stateReason := ""
+	if to == berth.StateQuarantined {
+		stateReason = p.Reason
+	}
+	var (
+		ld  leaseDest
+		rd  resourceDest
+		err error
+	)
+	b := &pgx.Batch{}
+	b.Queue(queueLockShared, typ)
+	b.Queue("SELECT 1 FROM leases l JOIN resources r ON r.name = l.resource WHERE l.id = $1 FOR UPDATE", p.ID)
+	b.Queue(q, nanos(t), string(status), p.ID, string(to), stateReason, string(berth.EventLease), p.Actor, p.Reason,
+		string(berth.StateFree)).QueryRow(func(row pgx.Row) error {
+		err = row.Scan(append(ld.dest(), rd.dest()...)...)
+		return nil
+	})
+	if berr := s.pool.SendBatch(ctx, b).Close(); berr != nil {
+		return nil, fmt.Errorf("end lease: %w", berr)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("end lease: %w", err)
+	}
+	return &store.LeaseReleaseResult{Lease: ld.lease(), Resource: rd.resource()}, nil
+}
+
+// releaseAtOnceSQL ends lease $3 (not past its expiry; past it for the
+// Expired variant) and moves its resource to state $4 with its event,
+// unless the resource is retiring or, to become free ($9), would find a
+// request of its type waiting.
+var releaseAtOnceSQL, releaseExpiredAtOnceSQL = releaseAtOnceQuery("expires_at > $1"), releaseAtOnceQuery("expires_at <= $1")
+
+func releaseAtOnceQuery(expiry string) string {
+	return `WITH l AS (
+		UPDATE leases SET ended_at = $1, end_reason = $2
+		WHERE id = $3 AND ended_at IS NULL AND ` + expiry + `
+			AND EXISTS (SELECT 1 FROM resources r WHERE r.name = leases.resource AND r.lease_id = leases.id AND NOT r.retiring)
+			AND ($4::text <> $9::text OR NOT EXISTS (SELECT 1 FROM requests q WHERE q.type = leases.type AND q.expires_at > $1))
+		RETURNING ` + leaseColumns + `
+	), old AS (
+		SELECT r.name, r.state FROM resources r, l WHERE r.name = l.resource
+	), moved AS (
+		UPDATE resources SET state = $4, state_reason = $5, state_changed_at = $1, owner = '', lease_id = NULL
+		FROM l WHERE resources.name = l.resource
+		RETURNING ` + qualified("resources", resourceColumns) + `
+	), event AS (
+		INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
+		SELECT $1, moved.name, moved.type, $6::text, old.state, $4::text, $2::text, coalesce(nullif($7::text, ''), l.owner), l.id, l.token, $8::text
+		FROM l, old, moved
+	)
+	SELECT ` + qualified("l", leaseColumns) + `, moved.* FROM l, moved`
+}
+
+// qualified prefixes each of the comma-separated columns with table.
+func qualified(table, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = table + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
 }
 
 // handoff gives the free resource r to the first waiting request it suits:

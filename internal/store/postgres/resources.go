@@ -19,31 +19,44 @@ const resourceColumns = `name, type, state, state_reason, state_changed_at, owne
 	health_probe_time, health_transition_time, retiring`
 
 func scanResource(row pgx.Row) (*berth.Resource, error) {
-	var (
-		r                  berth.Resource
-		changed            int64
-		leaseID            *string
-		probeT, transition *int64
-	)
-	err := row.Scan(&r.Name, &r.Type, &r.State, &r.StateReason, &changed, &r.Owner, &leaseID,
-		&r.UserData, &r.Labels, &r.Health.Status, &r.Health.Reason, &r.Health.Message,
-		&probeT, &transition, &r.Retiring)
-	if err != nil {
+	var d resourceDest
+	if err := row.Scan(d.dest()...); err != nil {
 		return nil, err
 	}
-	r.StateChangedAt = fromNanos(changed)
-	if leaseID != nil {
-		r.LeaseID = *leaseID
+	return d.resource(), nil
+}
+
+// resourceDest receives resourceColumns, alone or beside other columns of
+// one row.
+type resourceDest struct {
+	r                  berth.Resource
+	changed            int64
+	leaseID            *string
+	probeT, transition *int64
+}
+
+func (d *resourceDest) dest() []any {
+	r := &d.r
+	return []any{&r.Name, &r.Type, &r.State, &r.StateReason, &d.changed, &r.Owner, &d.leaseID,
+		&r.UserData, &r.Labels, &r.Health.Status, &r.Health.Reason, &r.Health.Message,
+		&d.probeT, &d.transition, &r.Retiring}
+}
+
+func (d *resourceDest) resource() *berth.Resource {
+	r := d.r
+	r.StateChangedAt = fromNanos(d.changed)
+	if d.leaseID != nil {
+		r.LeaseID = *d.leaseID
 	}
-	r.Health.LastProbeTime = nullTime(probeT)
-	r.Health.LastTransitionTime = nullTime(transition)
+	r.Health.LastProbeTime = nullTime(d.probeT)
+	r.Health.LastTransitionTime = nullTime(d.transition)
 	if r.UserData == nil {
 		r.UserData = map[string]string{}
 	}
 	if r.Labels == nil {
 		r.Labels = map[string]string{}
 	}
-	return &r, nil
+	return &r
 }
 
 // querier is a pool or a transaction.

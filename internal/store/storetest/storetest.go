@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"PoolList", testPoolList},
 		{"NotFound", testNotFound},
 		{"ReleaseRacesEnqueue", testReleaseRacesEnqueue},
+		{"ReleaseRacesRelease", testReleaseRacesRelease},
 		{"ResourceListPages", testResourceListPages},
 		{"HandoffRacesRetry", testHandoffRacesRetry},
 		{"HandoffRacesRepoll", testHandoffRacesRepoll},
@@ -808,6 +809,81 @@ func testReleaseRacesEnqueue(t *testing.T, s store.Store) {
 		}
 		if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
 			t.Fatalf("round %d: release the waiter's lease: %v", i, err)
+		}
+	}
+}
+
+// testReleaseRacesRelease releases one lease twice at once, as a client's
+// retry on another replica can: one release ends it and moves the
+// resource on, with one event; the other finds it ended. Every third
+// round a request waits, so the resource is handed over; every third it
+// goes to dirty.
+func testReleaseRacesRelease(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(1, "vm-")...))
+	ctx := context.Background()
+	for i := range 60 {
+		now := at(time.Duration(i) * time.Second)
+		held := mustLease(t, acquire(t, s, acq{typ: "vm", owner: "holder", now: now}))
+		to := berth.StateFree
+		switch i % 3 {
+		case 1:
+			if res := acquire(t, s, acq{typ: "vm", owner: "waiter", requestID: fmt.Sprintf("w-%d", i), wait: true, now: now}); res.Request == nil {
+				t.Fatalf("round %d: the waiter did not queue: %+v", i, res)
+			}
+		case 2:
+			to = berth.StateDirty
+		}
+		var ended [2]bool
+		rel := func(k int) func() error {
+			return func() error {
+				_, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: held.ID, To: to, Now: now, HandoffTTL: ttl})
+				if errors.Is(err, store.ErrLeaseEnded) {
+					return nil
+				}
+				ended[k] = err == nil
+				return err
+			}
+		}
+		if err := together(rel(0), rel(1)); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if ended[0] == ended[1] {
+			t.Fatalf("round %d: both releases or neither ended the lease: %v", i, ended)
+		}
+		r := get(t, s, "vm-1")
+		switch {
+		case i%3 == 1 && (r.State != berth.StateBusy || r.Owner != "waiter"):
+			t.Fatalf("round %d: resource %+v; want it handed to the waiter", i, r)
+		case i%3 == 2 && r.State != berth.StateDirty:
+			t.Fatalf("round %d: resource %+v; want dirty", i, r)
+		case i%3 == 0 && r.State != berth.StateFree:
+			t.Fatalf("round %d: resource %+v; want free", i, r)
+		}
+		evs, err := s.EventList(ctx, &store.EventListParams{Resource: "vm-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range evs {
+			if e.LeaseID == held.ID && e.Reason == string(berth.LeaseReleased) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("round %d: %d release events for lease %s; want 1", i, n, held.ID)
+		}
+		if err := s.Check(ctx); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if r.LeaseID != "" {
+			if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
+				t.Fatalf("round %d: release the waiter's lease: %v", i, err)
+			}
+		}
+		if r.State == berth.StateDirty {
+			// Clean it as a janitor would: lease it from dirty is not
+			// there yet, so sync it back to free.
+			sync(t, s, now, pool("vm", names(1, "vm-")...))
 		}
 	}
 }
