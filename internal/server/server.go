@@ -254,8 +254,10 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
-// tidyInterval is how often the leader tidies a shared store.
-const tidyInterval = 30 * time.Second
+// tidyInterval is how often the leader asks a shared store to tidy; the
+// store decides what is due (PostgreSQL: a vacuum after a thousand
+// acquires, for one).
+const tidyInterval = time.Second
 
 // tidy runs the store's housekeeping every tidyInterval until ctx ends.
 func tidy(ctx context.Context, st store.Leadership, log *slog.Logger) {

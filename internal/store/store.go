@@ -95,7 +95,8 @@ type Leadership interface {
 	Lead(ctx context.Context, id string, fn func(ctx context.Context))
 	// Leader names the process that leads now, "" if none does.
 	Leader(ctx context.Context) (string, error)
-	// Tidy does the store's periodic housekeeping; the leader calls it.
+	// Tidy does the store's housekeeping where it is due; the leader
+	// calls it every second.
 	Tidy(ctx context.Context) error
 }
 

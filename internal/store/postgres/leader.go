@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -141,10 +142,84 @@ func truncate(s string, n int) string {
 func (s *Store) Tidy(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx, syncTimeout)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, "VACUUM (ANALYZE) resources, requests"); err != nil {
-		return fmt.Errorf("postgres: vacuum: %w", err)
+	// Changes are counted from the cumulative update and delete counts, not
+	// from n_dead_tup: pruning on access lowers n_dead_tup as it frees heap
+	// space, but leaves the dead index entries that slow acquires down.
+	rows, err := s.pool.Query(ctx, `SELECT relname, n_live_tup, n_tup_upd + n_tup_del, n_mod_since_analyze FROM pg_stat_user_tables
+		WHERE relid IN ('resources'::regclass, 'requests'::regclass, 'leases'::regclass)`)
+	if err != nil {
+		return fmt.Errorf("postgres: tidy: read table statistics: %w", err)
+	}
+	type stat struct{ live, changes, sinceAnalyze int64 }
+	stats := map[string]stat{}
+	for rows.Next() {
+		var (
+			table string
+			st    stat
+		)
+		if err := rows.Scan(&table, &st.live, &st.changes, &st.sinceAnalyze); err != nil {
+			rows.Close()
+			return fmt.Errorf("postgres: tidy: read table statistics: %w", err)
+		}
+		stats[table] = st
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("postgres: tidy: read table statistics: %w", err)
+	}
+	s.tidyMu.Lock()
+	defer s.tidyMu.Unlock()
+	if s.vacuumedAt == nil {
+		s.vacuumedAt = map[string]int64{}
+	}
+	var vacuum, analyze []string
+	for table, st := range stats {
+		// A process that has not vacuumed a table yet does not know how
+		// much changed since someone did: it vacuums once to find out.
+		last, known := s.vacuumedAt[table]
+		if !known || st.changes-last >= vacuumThreshold(table, st.live) {
+			vacuum = append(vacuum, table)
+		}
+		if table == "resources" && st.sinceAnalyze >= max(st.live, analyzeAfter) {
+			analyze = append(analyze, table)
+		}
+	}
+	if len(vacuum) > 0 {
+		slices.Sort(vacuum)
+		if _, err := s.pool.Exec(ctx, "VACUUM "+strings.Join(vacuum, ", ")); err != nil {
+			return fmt.Errorf("postgres: vacuum: %w", err)
+		}
+		for _, table := range vacuum {
+			s.vacuumedAt[table] = stats[table].changes
+		}
+	}
+	if len(analyze) > 0 {
+		if _, err := s.pool.Exec(ctx, "ANALYZE "+strings.Join(analyze, ", ")); err != nil {
+			return fmt.Errorf("postgres: analyze: %w", err)
+		}
 	}
 	return nil
+}
+
+// Tidy's thresholds. Every acquire leaves a dead entry at the head of the
+// free-resources index (the resource that was free longest is no longer
+// free), and the next acquire steps over all of them: measured, 100 index
+// pages per acquire after 13,000 cycles, and throughput fell by a quarter
+// within 80 s. Vacuuming resources after every thousand changes keeps
+// that head a few pages long. leases grows with every lease; its dead rows
+// are the ended leases' old versions, and vacuuming it costs a pass over
+// all its indexes, so it waits for a tenth of the table.
+const (
+	vacuumAfter       = 1000
+	vacuumLeasesAfter = 10000
+	analyzeAfter      = 2000
+)
+
+func vacuumThreshold(table string, live int64) int64 {
+	if table == "leases" {
+		return max(vacuumLeasesAfter, live/10)
+	}
+	return vacuumAfter
 }
 
 // pingWithin pings conn, giving it LeaderInterval to answer.

@@ -10,6 +10,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,11 @@ type Store struct {
 	pool      *pgxpool.Pool
 	schema    string
 	opTimeout time.Duration
+
+	tidyMu sync.Mutex
+	// vacuumedAt is each table's count of changes when this process last
+	// vacuumed it (see Tidy).
+	vacuumedAt map[string]int64
 }
 
 var _ store.Store = (*Store)(nil)
