@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -43,6 +44,35 @@ func (e *events) flush(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
+// eventHorizon is the time before which every event that will ever be
+// visible already is. Ids are drawn at insert, in one order, and become
+// visible at commit, in another: with id 100 in a transaction still
+// running and 101 committed, a reader that saw 101 and asks for what comes
+// after it would never see 100. Every id a running transaction drew was
+// drawn after that transaction began, so events written before the start
+// of the oldest running transaction that has written anything are
+// settled; so are those written before now, if none runs. The events
+// query that uses the horizon runs after it is read, so it sees every
+// transaction that finished before.
+//
+// Only this deployment's transactions count: those of connections with
+// this one's application name (Open sets it to "berth" and the search path
+// unless the store URL names one, so the replicas of one deployment share
+// it). Other programs, and other berth deployments in other schemas, do
+// not hold the feed back; a long transaction of this deployment does, for
+// as long as it runs (at most the store timeout; a pool sync's five
+// minutes).
+func (s *Store) eventHorizon(ctx context.Context) (time.Time, error) {
+	var h time.Time
+	err := s.pool.QueryRow(ctx, `SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = current_setting('application_name')
+			AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()`).Scan(&h)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("postgres: list events: read running transactions: %w", err)
+	}
+	return h, nil
+}
+
 func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*berth.Event, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
@@ -65,6 +95,15 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 	}
 	if p.AfterID > 0 {
 		where = append(where, "id > "+arg(p.AfterID))
+	}
+	if !p.Desc {
+		// A reader pages forward by id, so it must never see an event
+		// while one with a smaller id can still appear.
+		horizon, err := s.eventHorizon(ctx)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, "(written_at IS NULL OR written_at < "+arg(horizon)+")")
 	}
 	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message FROM events`
 	if len(where) > 0 {

@@ -75,6 +75,16 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		}
 		cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
 	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		// Replicas of one deployment share it (see eventHorizon); so do
+		// only they, when deployments share a database in schemas of
+		// their own.
+		name := "berth"
+		if sp := cfg.ConnConfig.RuntimeParams["search_path"]; sp != "" {
+			name += " " + sp
+		}
+		cfg.ConnConfig.RuntimeParams["application_name"] = truncate(name, 63)
+	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}

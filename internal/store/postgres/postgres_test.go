@@ -42,16 +42,23 @@ func TestUpgradeFromFirstSchema(t *testing.T) {
 	}, postgres.SchemaVersion())
 }
 
+// openFresh opens a store in a new schema of its own, closed when t ends.
+func openFresh(t *testing.T) (s *postgres.Store, url, schema string) {
+	t.Helper()
+	url, schema = pgtest.URL(t), pgtest.Schema(t)
+	s, err := postgres.Open(context.Background(), url, postgres.Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, url, schema
+}
+
 // TestNewerSchema: a database that a newer berth migrated further makes a
 // running replica unready, and this binary refuses to open it.
 func TestNewerSchema(t *testing.T) {
 	ctx := context.Background()
-	url, schema := pgtest.URL(t), pgtest.Schema(t)
-	s, err := postgres.Open(ctx, url, postgres.Options{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, url, schema := openFresh(t)
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("ping of a current schema: %v", err)
 	}
@@ -77,12 +84,7 @@ func TestNewerSchema(t *testing.T) {
 // changed, and leaves alone what is not due.
 func TestTidyVacuumsWhereDue(t *testing.T) {
 	ctx := context.Background()
-	url, schema := pgtest.URL(t), pgtest.Schema(t)
-	s, err := postgres.Open(ctx, url, postgres.Options{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, url, schema := openFresh(t)
 	var specs []store.ResourceSpec
 	for i := range 10 {
 		specs = append(specs, store.ResourceSpec{Name: fmt.Sprintf("r-%d", i)})
@@ -142,5 +144,73 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 	}
 	if n := vacuums("leases"); n != 1 {
 		t.Fatalf("leases vacuumed %d times, unchanged since the first tidy; want once in all", n)
+	}
+}
+
+// TestEventsWaitForRunningTransactions: an event committed while another
+// replica's transaction that drew a smaller id still runs is not listed
+// (a reader paging by id would skip the smaller one for good) until that
+// transaction commits or rolls back.
+func TestEventsWaitForRunningTransactions(t *testing.T) {
+	ctx := context.Background()
+	s, url, schema := openFresh(t)
+	if _, err := s.PoolSync(ctx, &store.PoolSyncParams{Pools: []store.PoolPolicy{{Type: "t", LeaseTTL: time.Minute, Janitor: "none",
+		Resources: []store.ResourceSpec{{Name: "r-1"}}}}, Now: time.Now(), Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	// other is another replica of the same deployment.
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["search_path"] = schema
+	cfg.RuntimeParams["application_name"] = "berth " + schema
+	other, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	ids := func(after int64) []int64 {
+		t.Helper()
+		evs, err := s.EventList(ctx, &store.EventListParams{AfterID: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, e := range evs {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	for _, end := range []string{"COMMIT", "ROLLBACK"} {
+		tx, err := other.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var early int64
+		if err := tx.QueryRow(ctx, "INSERT INTO events (time, kind, message) VALUES (0, 'test', 'early') RETURNING id").Scan(&early); err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "t", Owner: "job", LeaseTTL: time.Minute, Now: time.Now(), Actor: "job"})
+		if err != nil || res.Lease == nil {
+			t.Fatalf("acquire = %+v, %v", res, err)
+		}
+		if got := ids(early - 1); len(got) != 0 {
+			t.Fatalf("%s case: events %v listed while event %d's transaction runs; want none yet", end, got, early)
+		}
+		if _, err := tx.Exec(ctx, end); err != nil {
+			t.Fatal(err)
+		}
+		got := ids(early - 1)
+		want := 2
+		if end == "ROLLBACK" {
+			want = 1
+		}
+		if len(got) != want || end == "COMMIT" && got[0] != early {
+			t.Fatalf("after %s: events %v; want %d, from %d", end, got, want, early)
+		}
+		if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: res.Lease.ID, To: "free", Now: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
