@@ -119,6 +119,42 @@ func TestPostgresHandoffAcrossReplicas(t *testing.T) {
 }
 
 // status reads GET /v1/status from url.
+// TestPostgresEventsFollowAcrossReplicas: a follower of the event feed on
+// replica B sees the lease taken on replica A, though B wrote nothing.
+func TestPostgresEventsFollowAcrossReplicas(t *testing.T) {
+	store := pgtest.StoreURL(t)
+	cfg := writeConfig(t, t.TempDir(), poolYAML("vm", 1, "10m"))
+	a := startServer(t, "--config", cfg, "--store", store)
+	b := startServer(t, "--config", cfg, "--store", store)
+	ca := newClient(t, client.Options{Servers: []string{a.URL}})
+	cb := newClient(t, client.Options{Servers: []string{b.URL}})
+	ctx := context.Background()
+	evs, err := cb.Events(ctx, client.EventFilter{Desc: true, Limit: 1})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("latest event = %v, %v", evs, err)
+	}
+	type result struct {
+		evs []*berth.Event
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		evs, err := cb.Events(ctx, client.EventFilter{After: evs[0].ID, Wait: 50 * time.Second})
+		got <- result{evs, err}
+	}()
+	held, err := ca.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "job-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.evs) == 0 || r.evs[0].LeaseID != held.Lease.ID {
+		t.Fatalf("follower on B got %+v; want the lease event of %s (or its long poll ended empty)", r.evs, held.Lease.ID)
+	}
+}
+
 func status(t *testing.T, url string) (api.Status, error) {
 	t.Helper()
 	var st api.Status

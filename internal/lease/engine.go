@@ -55,6 +55,10 @@ type Options struct {
 	// the request's position, so proxies do not cut long polls. Default
 	// DefaultMaxPoll.
 	MaxPoll time.Duration
+	// EventRecheck, if set, makes a waiting event read look again at this
+	// interval, not only when this engine writes: with a store that
+	// several processes share, the others' events arrive unannounced.
+	EventRecheck time.Duration
 }
 
 // Engine is the lease engine. It is safe for concurrent use.
@@ -64,6 +68,7 @@ type Engine struct {
 	log     *slog.Logger
 	grace   time.Duration
 	maxPoll time.Duration
+	recheck time.Duration
 
 	// draining is closed when the server shuts down: long polls answer at
 	// once with their place in line, so the caller re-polls elsewhere (or
@@ -90,6 +95,7 @@ func New(opts Options) *Engine {
 		log:      opts.Logger,
 		grace:    opts.Grace,
 		maxPoll:  opts.MaxPoll,
+		recheck:  opts.EventRecheck,
 		pools:    map[string]Pool{},
 		waiters:  map[string]*waiter{},
 		changed:  make(chan struct{}),

@@ -519,3 +519,48 @@ func TestDrainAnswersLongPolls(t *testing.T) {
 		t.Fatalf("drained request holds its place until %s, want %s", r.ExpiresAt, want)
 	}
 }
+
+// TestEventsRecheck: with EventRecheck, a follower sees an event that
+// another process wrote to the shared store, which this engine never
+// announced, at the next recheck.
+func TestEventsRecheck(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "berth.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fc := clockwork.NewFakeClockAt(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	eng := lease.New(lease.Options{Store: st, Clock: fc, EventRecheck: time.Second})
+	if _, err := eng.SyncPools(ctx, []lease.Pool{vmPool(1)}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := eng.Events(ctx, &lease.EventListParams{}, 0)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("events = %v, %v", evs, err)
+	}
+	last := evs[len(evs)-1].ID
+	got := make(chan []*berth.Event, 1)
+	go func() {
+		evs, _ := eng.Events(ctx, &lease.EventListParams{AfterID: last}, time.Minute)
+		got <- evs
+	}()
+	// The follower's timer and ticker.
+	if err := fc.BlockUntilContext(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Another replica leases the resource: straight through the store.
+	res, err := st.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "vm", Owner: "elsewhere", LeaseTTL: ttl, Now: fc.Now(), Actor: "elsewhere"})
+	if err != nil || res.Lease == nil {
+		t.Fatalf("acquire through the store = %+v, %v", res, err)
+	}
+	fc.Advance(time.Second)
+	select {
+	case evs := <-got:
+		if len(evs) != 1 || evs[0].LeaseID != res.Lease.ID {
+			t.Fatalf("followed events = %+v", evs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("event long poll did not look again at the recheck")
+	}
+}

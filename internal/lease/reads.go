@@ -76,13 +76,19 @@ func (e *Engine) Lease(ctx context.Context, id string) (*berth.Lease, error) {
 type EventListParams = store.EventListParams
 
 // Events lists events. With wait > 0 and nothing to return yet, it blocks
-// until an event is written through this engine, wait passes, or ctx ends.
+// until an event is written through this engine (or, with EventRecheck,
+// anywhere), wait passes, or ctx ends.
 func (e *Engine) Events(ctx context.Context, p *EventListParams, wait time.Duration) ([]*berth.Event, error) {
-	var timer <-chan time.Time
+	var timer, recheck <-chan time.Time
 	if wait > 0 {
 		t := e.clock.NewTimer(wait)
 		defer t.Stop()
 		timer = t.Chan()
+		if e.recheck > 0 {
+			tk := e.clock.NewTicker(e.recheck)
+			defer tk.Stop()
+			recheck = tk.Chan()
+		}
 	}
 	for {
 		changed := e.Changed() // before the read, so no write is missed
@@ -95,6 +101,7 @@ func (e *Engine) Events(ctx context.Context, p *EventListParams, wait time.Durat
 		}
 		select {
 		case <-changed:
+		case <-recheck:
 		case <-timer:
 			return evs, nil
 		case <-e.draining:

@@ -168,7 +168,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer st.Close()
 
-	eng := lease.New(lease.Options{Store: st, Clock: opts.Clock, Logger: log, Grace: opts.Grace, MaxPoll: opts.MaxPoll})
+	lo := lease.Options{Store: st, Clock: opts.Clock, Logger: log, Grace: opts.Grace, MaxPoll: opts.MaxPoll}
+	if _, shared := st.(store.HandoffListener); shared {
+		// Other replicas write events too, and do not say so.
+		lo.EventRecheck = eventRecheck
+	}
+	eng := lease.New(lo)
 	synced, err := eng.SyncPools(ctx, opts.Config.EnginePools(), "config")
 	if err != nil {
 		return &StartupError{Err: err}
@@ -253,6 +258,10 @@ func Run(ctx context.Context, opts Options) error {
 	<-serveErr
 	return nil
 }
+
+// eventRecheck is how often a follower of the events of a shared store
+// looks again, for the events other replicas write.
+const eventRecheck = 500 * time.Millisecond
 
 // tidyInterval is how often the leader asks a shared store to tidy; the
 // store decides what is due (PostgreSQL: a vacuum after a thousand
