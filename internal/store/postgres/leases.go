@@ -551,9 +551,15 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	defer cancel()
 	t := now(p.Now)
 	// The lease's type, which Decide needs before anything is written. It
-	// never changes, so it is read on its own, outside the transaction.
-	var typ string
-	err := s.pool.QueryRow(ctx, "SELECT type FROM leases WHERE id = $1", p.ID).Scan(&typ)
+	// never changes, so it is read on its own, outside the transaction;
+	// and whether requests of the type wait, in which case the resource
+	// may be handed over, which only the general path does.
+	var (
+		typ     string
+		waiting bool
+	)
+	err := s.pool.QueryRow(ctx, `SELECT type, EXISTS (SELECT 1 FROM requests q WHERE q.type = l.type AND q.expires_at > $2)
+		FROM leases l WHERE id = $1`, p.ID, nanos(t)).Scan(&typ, &waiting)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return &store.LeaseReleaseResult{}, store.ErrNotFound
 	}
@@ -564,11 +570,13 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	if p.Decide != nil {
 		to, handoffTTL = p.Decide(typ)
 	}
-	if res, err := s.releaseAtOnce(ctx, p, typ, to, t); err != nil || res != nil {
-		if err != nil {
-			return &store.LeaseReleaseResult{}, wrap("release", err)
+	if !waiting || to != berth.StateFree {
+		if res, err := s.releaseAtOnce(ctx, p, typ, to, t); err != nil || res != nil {
+			if err != nil {
+				return &store.LeaseReleaseResult{}, wrap("release", err)
+			}
+			return res, nil
 		}
-		return res, nil
 	}
 	res := &store.LeaseReleaseResult{}
 	err = s.tx(ctx, func(tx pgx.Tx) error {
