@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -81,6 +82,14 @@ func leaseGet(ctx context.Context, q querier, id string) (*berth.Lease, error) {
 const requestLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-request:' || current_schema() || ':' || $1, 0))"
 
 func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (*store.LeaseAcquireResult, error) {
+	res, err := s.leaseAcquire(ctx, p)
+	if err == nil && res.Lease != nil {
+		s.leaseTypes.put(res.Lease.ID, res.Lease.Type)
+	}
+	return res, err
+}
+
+func (s *Store) leaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (*store.LeaseAcquireResult, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
@@ -554,17 +563,20 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	// never changes, so it is read on its own, outside the transaction;
 	// and whether requests of the type wait, in which case the resource
 	// may be handed over, which only the general path does.
-	var (
-		typ     string
-		waiting bool
-	)
-	err := s.pool.QueryRow(ctx, `SELECT type, EXISTS (SELECT 1 FROM requests q WHERE q.type = l.type AND q.expires_at > $2)
-		FROM leases l WHERE id = $1`, p.ID, nanos(t)).Scan(&typ, &waiting)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return &store.LeaseReleaseResult{}, store.ErrNotFound
-	}
-	if err != nil {
-		return &store.LeaseReleaseResult{}, fmt.Errorf("postgres: release: find lease: %w", err)
+	// A lease this process granted has its type at hand: then the release
+	// tries the one-statement path first, and the general path if a
+	// request waits.
+	typ, known := s.leaseTypes.take(p.ID)
+	waiting := false
+	if !known {
+		err := s.pool.QueryRow(ctx, `SELECT type, EXISTS (SELECT 1 FROM requests q WHERE q.type = l.type AND q.expires_at > $2)
+			FROM leases l WHERE id = $1`, p.ID, nanos(t)).Scan(&typ, &waiting)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &store.LeaseReleaseResult{}, store.ErrNotFound
+		}
+		if err != nil {
+			return &store.LeaseReleaseResult{}, fmt.Errorf("postgres: release: find lease: %w", err)
+		}
 	}
 	to, handoffTTL := p.To, p.HandoffTTL
 	if p.Decide != nil {
@@ -579,7 +591,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		}
 	}
 	res := &store.LeaseReleaseResult{}
-	err = s.tx(ctx, func(tx pgx.Tx) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
 		*res = store.LeaseReleaseResult{}
 		// First the type's queue lock (see queueLockShared), then the
 		// lease's row, then the resource's: every release takes them in
@@ -669,6 +681,35 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		return res, wrap("release", err)
 	}
 	return res, nil
+}
+
+// typeCache remembers the types of the leases this process granted, so
+// that their release need not read it first. A lease's type never changes,
+// and its id is never reused, so an entry is never wrong; entries of
+// leases released elsewhere are dropped with the rest when it fills up.
+type typeCache struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const typeCacheSize = 50_000
+
+func (c *typeCache) put(id, typ string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= typeCacheSize {
+		c.m = make(map[string]string)
+	}
+	c.m[id] = typ
+}
+
+// take returns the type of lease id, if known, and forgets it.
+func (c *typeCache) take(id string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	typ, ok := c.m[id]
+	delete(c.m, id)
+	return typ, ok
 }
 
 // releaseAtOnce is the common release in one round trip: the lease ends

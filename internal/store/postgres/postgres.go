@@ -52,6 +52,8 @@ type Store struct {
 	schema    string
 	opTimeout time.Duration
 
+	leaseTypes typeCache
+
 	tidyMu sync.Mutex
 	// vacuumedAt is each table's count of changes when this process last
 	// vacuumed it (see Tidy).
