@@ -23,21 +23,7 @@ import (
 // and a JSON error saying so (never a hang, never a 500) and /readyz
 // fails; when it is back, berth recovers on its own.
 func TestPostgresLostAndBack(t *testing.T) {
-	base := pgtest.URL(t)
-	schema := pgtest.Schema(t)
-	upstream := "127.0.0.1:5432"
-	if i := strings.Index(base, "@"); i >= 0 {
-		rest := base[i+1:]
-		upstream = rest[:strings.IndexAny(rest+"/", "/?")]
-	}
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	srv.Metrics.ProxyMetrics = collectors.NewProxyMetricCollectors()
-	proxy := toxiproxy.NewProxy(srv, "postgres", "127.0.0.1:0", upstream)
-	if err := proxy.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Stop)
-	store := fmt.Sprintf("postgres://postgres@%s/test?search_path=%s&connect_timeout=2", proxy.Listen, schema)
+	proxy, store := pgProxy(t, pgtest.Schema(t))
 
 	dir := t.TempDir()
 	berth := startServer(t, "--config", writeConfig(t, dir, poolYAML("vm", 2, "10m")), "--store", store, "--store-timeout", "1s")
@@ -97,6 +83,45 @@ func TestPostgresLostAndBack(t *testing.T) {
 	})
 	if res, err := doJSON(hc, "POST", berth.URL+"/v1/leases", acquire); err != nil || res.status != http.StatusOK {
 		t.Fatalf("acquire after the database came back: %+v, %v", res, err)
+	}
+}
+
+// pgProxy starts a TCP proxy (toxiproxy, in process) to the test
+// PostgreSQL server and returns it with a store URL for schema through it.
+func pgProxy(t *testing.T, schema string) (*toxiproxy.Proxy, string) {
+	t.Helper()
+	base := pgtest.URL(t)
+	upstream := "127.0.0.1:5432"
+	if i := strings.Index(base, "@"); i >= 0 {
+		rest := base[i+1:]
+		upstream = rest[:strings.IndexAny(rest+"/", "/?")]
+	}
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	srv.Metrics.ProxyMetrics = collectors.NewProxyMetricCollectors()
+	proxy := toxiproxy.NewProxy(srv, "postgres", "127.0.0.1:0", upstream)
+	if err := proxy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Stop)
+	return proxy, fmt.Sprintf("postgres://postgres@%s/test?search_path=%s&connect_timeout=2", proxy.Listen, schema)
+}
+
+// blackHole makes the proxy swallow everything in both directions without
+// closing anything, as a network split does; the returned func undoes it.
+func blackHole(t *testing.T, proxy *toxiproxy.Proxy) func() {
+	t.Helper()
+	for _, dir := range []string{"upstream", "downstream"} {
+		toxic := fmt.Sprintf(`{"name":"blackhole-%s","type":"timeout","stream":%q,"attributes":{"timeout":0}}`, dir, dir)
+		if _, err := proxy.Toxics.AddToxicJson(strings.NewReader(toxic)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return func() {
+		for _, dir := range []string{"upstream", "downstream"} {
+			if err := proxy.Toxics.RemoveToxic(context.Background(), "blackhole-"+dir); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 

@@ -51,7 +51,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		// toxiproxy (the in-process TCP proxy of the database-loss tests)
+		// sometimes leaves one goroutine behind when a toxic is removed
+		// while data flows: its no-op stage can be caught sending to the
+		// removed toxic, a send with no way out (toxics/noop.go). It is the
+		// proxy's, in the test process; berth runs in child processes.
+		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/Shopify/toxiproxy/v2/toxics.(*NoopToxic).Pipe")); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}

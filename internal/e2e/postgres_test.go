@@ -155,6 +155,100 @@ func TestPostgresEventsFollowAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestPostgresLeaderCutOffSilently: the leader's network to PostgreSQL is
+// black-holed (nothing arrives, nothing is closed, as in a split). The
+// leader stops its loops when its pings go unanswered; PostgreSQL ends
+// its silent session and frees the lock; another replica leads, never
+// while the first still runs its loops. When the network is back, the
+// cut-off replica serves again and wakes its waiters on handoffs made
+// elsewhere.
+func TestPostgresLeaderCutOffSilently(t *testing.T) {
+	schema := pgtest.Schema(t)
+	proxy, viaProxy := pgProxy(t, schema)
+	cfg := writeConfig(t, t.TempDir(), poolYAML("vm", 1, "10m"))
+	a := startServer(t, "--config", cfg, "--store", viaProxy, "--store-timeout", "1s")
+	var aName string
+	waitFor(t, "replica A to lead", func() bool {
+		st, err := status(t, a.URL)
+		aName = st.Replica
+		return err == nil && st.Leader == st.Replica && strings.Contains(a.Log(), "leading: running the reaper")
+	})
+	direct := pgtest.URL(t)
+	sep := "?"
+	if strings.Contains(direct, "?") {
+		sep = "&"
+	}
+	b := startServer(t, "--config", cfg, "--store", direct+sep+"search_path="+schema)
+
+	restore := blackHole(t, proxy)
+	cut := time.Now()
+	var bName string
+	waitFor(t, "replica B to lead", func() bool {
+		st, err := status(t, b.URL)
+		bName = st.Replica
+		return err == nil && st.Leader == st.Replica && strings.Contains(b.Log(), "leading: running the reaper")
+	})
+	took := time.Since(cut)
+	t.Logf("cut -> B runs the leader's loops: %s", took.Round(time.Millisecond))
+	if took > 15*time.Second {
+		t.Errorf("B took %s to lead after A was cut off; want within 15 s", took)
+	}
+	aStopped := logTime(t, a, "no longer leading")
+	bStarted := logTime(t, b, "leading: running the reaper")
+	if aStopped.IsZero() || !aStopped.Before(bStarted) {
+		t.Fatalf("A (%s) stopped leading at %v, B (%s) started at %v: two leaders at once", aName, aStopped, bName, bStarted)
+	}
+
+	restore()
+	waitFor(t, "replica A to be ready again", func() bool {
+		res, err := doJSON(&http.Client{Timeout: 10 * time.Second}, "GET", a.URL+"/readyz", "")
+		return err == nil && res.status == http.StatusOK
+	})
+	ctx := context.Background()
+	ca := newClient(t, client.Options{Servers: []string{a.URL}})
+	cb := newClient(t, client.Options{Servers: []string{b.URL}})
+	held, err := cb.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "holder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := ca.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "waiter", Wait: 50 * time.Second})
+		got <- err
+	}()
+	waitFor(t, "the waiter on A to queue", func() bool {
+		p, err := cb.Pool(ctx, "vm")
+		return err == nil && p.Waiters == 1
+	})
+	if _, err := cb.Release(ctx, held.Lease.ID, client.ReleaseParams{To: berth.ReleaseFree}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("waiter on A: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiter on A was not handed the resource released on B within 20 s")
+	}
+}
+
+// logTime is the time of the first line of p's JSON log whose message is
+// msg; zero if there is none.
+func logTime(t *testing.T, p *proc, msg string) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(p.Log(), "\n") {
+		var rec struct {
+			Time time.Time
+			Msg  string
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+			return rec.Time
+		}
+	}
+	return time.Time{}
+}
+
 func status(t *testing.T, url string) (api.Status, error) {
 	t.Helper()
 	var st api.Status
