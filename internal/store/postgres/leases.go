@@ -559,45 +559,84 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
-	// The lease's type, which Decide needs before anything is written. It
-	// never changes, so it is read on its own, outside the transaction;
-	// and whether requests of the type wait, in which case the resource
-	// may be handed over, which only the general path does.
-	// A lease this process granted has its type at hand: then the release
-	// tries the one-statement path first, and the general path if a
-	// request waits.
-	typ, known := s.leaseTypes.take(p.ID)
-	waiting := false
-	if !known {
-		err := s.pool.QueryRow(ctx, `SELECT type, EXISTS (SELECT 1 FROM requests q WHERE q.type = l.type AND q.expires_at > $2)
-			FROM leases l WHERE id = $1`, p.ID, nanos(t)).Scan(&typ, &waiting)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return &store.LeaseReleaseResult{}, store.ErrNotFound
+	decide := func(leaseType string) (berth.State, time.Duration) {
+		if p.Decide != nil {
+			return p.Decide(leaseType)
 		}
-		if err != nil {
-			return &store.LeaseReleaseResult{}, fmt.Errorf("postgres: release: find lease: %w", err)
-		}
+		return p.To, p.HandoffTTL
 	}
-	to, handoffTTL := p.To, p.HandoffTTL
-	if p.Decide != nil {
-		to, handoffTTL = p.Decide(typ)
-	}
-	if !waiting || to != berth.StateFree {
-		if res, err := s.releaseAtOnce(ctx, p, typ, to, t); err != nil || res != nil {
+	// A lease this process granted has its type at hand: its release tries
+	// the one-statement path at once. That path declines, changing
+	// nothing, if a request waits or the resource has moved to another
+	// pool since (a config change); the general path below serves those.
+	leaseType, known := s.leaseTypes.take(p.ID)
+	if known {
+		to, _ := decide(leaseType)
+		if res, err := s.releaseAtOnce(ctx, p, leaseType, to, t); err != nil || res != nil {
 			if err != nil {
 				return &store.LeaseReleaseResult{}, wrap("release", err)
 			}
 			return res, nil
 		}
 	}
+	for attempt := 1; ; attempt++ {
+		res, err := s.release(ctx, p, decide, !known, t)
+		if errors.Is(err, errResourceMoved) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return res, wrap("release", err)
+		}
+		return res, nil
+	}
+}
+
+// errResourceMoved says that a release locked the queue of a type its
+// resource no longer has: a config change moved it meanwhile. The release
+// starts again.
+var errResourceMoved = errors.New("the resource moved to another pool")
+
+// release reads what the lease's release needs to know, then ends it: in
+// one statement if that can (and tryAtOnce), else in the general way.
+func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide func(string) (berth.State, time.Duration), tryAtOnce bool, t time.Time) (*store.LeaseReleaseResult, error) {
+	// The lease's type, which Decide needs before anything is written; the
+	// type of its resource, whose queue a freed resource goes to (they
+	// differ when a config change moved the resource to another pool);
+	// and whether a request of that type waits, in which case the
+	// resource may be handed over, which only the general path does.
+	// Read on their own, outside the transaction; the transaction checks
+	// the resource's type again once it holds the row.
+	var (
+		leaseType, resType string
+		waiting            bool
+	)
+	err := s.pool.QueryRow(ctx, `SELECT l.type, coalesce(r.type, l.type),
+			EXISTS (SELECT 1 FROM requests q WHERE q.type = coalesce(r.type, l.type) AND q.expires_at > $2)
+		FROM leases l LEFT JOIN resources r ON r.name = l.resource WHERE l.id = $1`, p.ID, nanos(t)).Scan(&leaseType, &resType, &waiting)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &store.LeaseReleaseResult{}, store.ErrNotFound
+	}
+	if err != nil {
+		return &store.LeaseReleaseResult{}, fmt.Errorf("find lease: %w", err)
+	}
+	to, handoffTTL := decide(leaseType)
+	if tryAtOnce && (!waiting || to != berth.StateFree) {
+		if res, err := s.releaseAtOnce(ctx, p, resType, to, t); err != nil || res != nil {
+			if err != nil {
+				return &store.LeaseReleaseResult{}, err
+			}
+			return res, nil
+		}
+	}
 	res := &store.LeaseReleaseResult{}
-	err := s.tx(ctx, func(tx pgx.Tx) error {
+	err = s.tx(ctx, func(tx pgx.Tx) error {
 		*res = store.LeaseReleaseResult{}
-		// First the type's queue lock (see queueLockShared), then the
-		// lease's row, then the resource's: every release takes them in
-		// this order, so that two releases of one lease never deadlock.
-		if _, err := tx.Exec(ctx, queueLockShared, typ); err != nil {
-			return fmt.Errorf("lock queue of %s: %w", typ, err)
+		// First the queue lock of the resource's type (see
+		// queueLockShared), then the lease's row, then the resource's:
+		// every release takes them in this order, so that two releases of
+		// one lease never deadlock.
+		if _, err := tx.Exec(ctx, queueLockShared, resType); err != nil {
+			return fmt.Errorf("lock queue of %s: %w", resType, err)
 		}
 		status := berth.LeaseReleased
 		// A lease past its expiry is lost: only the reaper ends it, as
@@ -640,6 +679,9 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		if r.LeaseID != l.ID {
 			return fmt.Errorf("resource %s is held by lease %q, not %q", r.Name, r.LeaseID, l.ID)
 		}
+		if r.Type != resType {
+			return errResourceMoved // the queue locked is not its queue
+		}
 		ev := &events{}
 		reason := string(status)
 		from := r.State
@@ -677,10 +719,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		res.Resource = r
 		return ev.flush(ctx, tx)
 	})
-	if err != nil {
-		return res, wrap("release", err)
-	}
-	return res, nil
+	return res, err
 }
 
 // typeCache remembers the types of the leases this process granted, so
@@ -722,6 +761,8 @@ func (c *typeCache) take(id string) (string, bool) {
 // its event. It returns nil, having changed nothing, when any check fails:
 // the general path sorts those cases out.
 func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, typ string, to berth.State, t time.Time) (*store.LeaseReleaseResult, error) {
+	// typ is the type whose queue lock the batch takes; the statement
+	// declines unless the resource is of that type.
 	status, q := berth.LeaseReleased, releaseAtOnceSQL
 	if p.Expired {
 		status, q = berth.LeaseExpired, releaseExpiredAtOnceSQL
@@ -739,7 +780,7 @@ func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, 
 	b.Queue(queueLockShared, typ)
 	b.Queue("SELECT 1 FROM leases l JOIN resources r ON r.name = l.resource WHERE l.id = $1 FOR UPDATE", p.ID)
 	b.Queue(q, nanos(t), string(status), p.ID, string(to), stateReason, string(berth.EventLease), p.Actor, p.Reason,
-		string(berth.StateFree)).QueryRow(func(row pgx.Row) error {
+		string(berth.StateFree), typ).QueryRow(func(row pgx.Row) error {
 		err = row.Scan(append(ld.dest(), rd.dest()...)...)
 		return nil
 	})
@@ -757,16 +798,18 @@ func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, 
 
 // releaseAtOnceSQL ends lease $3 (not past its expiry; past it for the
 // Expired variant) and moves its resource to state $4 with its event,
-// unless the resource is retiring or, to become free ($9), would find a
-// request of its type waiting.
+// unless the resource is retiring, is not of type $10 (the queue the
+// batch locked), or, to become free ($9), would find a request of that
+// type waiting.
 var releaseAtOnceSQL, releaseExpiredAtOnceSQL = releaseAtOnceQuery("expires_at > $1"), releaseAtOnceQuery("expires_at <= $1")
 
 func releaseAtOnceQuery(expiry string) string {
 	return `WITH l AS (
 		UPDATE leases SET ended_at = $1, end_reason = $2
 		WHERE id = $3 AND ended_at IS NULL AND ` + expiry + `
-			AND EXISTS (SELECT 1 FROM resources r WHERE r.name = leases.resource AND r.lease_id = leases.id AND NOT r.retiring)
-			AND ($4::text <> $9::text OR NOT EXISTS (SELECT 1 FROM requests q WHERE q.type = leases.type AND q.expires_at > $1))
+			AND EXISTS (SELECT 1 FROM resources r WHERE r.name = leases.resource AND r.lease_id = leases.id AND NOT r.retiring
+				AND r.type = $10::text)
+			AND ($4::text <> $9::text OR NOT EXISTS (SELECT 1 FROM requests q WHERE q.type = $10::text AND q.expires_at > $1))
 		RETURNING ` + leaseColumns + `
 	), old AS (
 		SELECT r.name, r.state FROM resources r, l WHERE r.name = l.resource

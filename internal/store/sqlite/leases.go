@@ -426,16 +426,17 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 
 		// The common case in one statement: a busy resource that stays in
 		// the pool and that no request waits for. Anything else (a
-		// handoff, a retiring resource, a row that does not say what it
-		// should) takes the general way below.
+		// handoff, a retiring resource, a resource a config change moved
+		// to another pool, whose waiters were not asked about, a row that
+		// does not say what it should) takes the general way below.
 		if to != berth.StateFree || !waiting(ctx, tx, l.Type, t) {
 			var reason string
 			if to == berth.StateQuarantined {
 				reason = p.Reason
 			}
 			r, err := scanResource(tx.QueryRowContext(ctx, `UPDATE resources SET state = ?1, state_reason = ?2, state_changed_at = ?3, owner = '', lease_id = NULL
-				WHERE name = ?4 AND lease_id = ?5 AND state = 'busy' AND retiring = 0 RETURNING `+resourceColumns,
-				string(to), reason, nanos(t), l.Resource, l.ID))
+				WHERE name = ?4 AND lease_id = ?5 AND state = 'busy' AND retiring = 0 AND type = ?6 RETURNING `+resourceColumns,
+				string(to), reason, nanos(t), l.Resource, l.ID, l.Type))
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 			case err != nil:

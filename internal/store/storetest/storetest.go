@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ClaimOnlyTakesNothing", testClaimOnly},
 		{"SyncFreesDirtyWithoutJanitor", testSyncFreesDirty},
 		{"SyncMovesLeasedResource", testSyncMovesLeased},
+		{"ReleaseMovedToWaiterOfNewPool", testReleaseMovedToWaiter},
 		{"RequestShorten", testRequestShorten},
 		{"RequestIDServedOnce", testRequestIDServedOnce},
 		{"QueuePositions", testQueuePositions},
@@ -810,6 +811,23 @@ func testReleaseRacesEnqueue(t *testing.T, s store.Store) {
 		if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: r.LeaseID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
 			t.Fatalf("round %d: release the waiter's lease: %v", i, err)
 		}
+	}
+}
+
+// testReleaseMovedToWaiter: a leased resource that a config change moved
+// to another pool goes, when released, to the request waiting in its new
+// pool (found by the independent review of issue 3).
+func testReleaseMovedToWaiter(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("old", names(1, "r-")...), pool("new", names(1, "n-")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "old"}))
+	mustLease(t, acquire(t, s, acq{typ: "new", owner: "other"}))
+	sync(t, s, at(time.Second), pool("old"), pool("new", append(names(1, "r-"), names(1, "n-")...)...))
+	if res := acquire(t, s, acq{typ: "new", owner: "waiter", requestID: "w", wait: true, now: at(2 * time.Second), waitUntil: at(time.Hour)}); res.Request == nil {
+		t.Fatalf("the waiter did not queue: %+v", res)
+	}
+	rel := release(t, s, l.ID, berth.StateFree, at(3*time.Second))
+	if r := get(t, s, "r-1"); rel.Handoff == nil || r.Owner != "waiter" {
+		t.Fatalf("release handoff = %+v, r-1 is %s (owner %q); want it handed to the request waiting in its new pool", rel.Handoff, r.State, r.Owner)
 	}
 }
 
