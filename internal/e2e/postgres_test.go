@@ -118,7 +118,6 @@ func TestPostgresHandoffAcrossReplicas(t *testing.T) {
 	}
 }
 
-// status reads GET /v1/status from url.
 // TestPostgresEventsFollowAcrossReplicas: a follower of the event feed on
 // replica B sees the lease taken on replica A, though B wrote nothing.
 func TestPostgresEventsFollowAcrossReplicas(t *testing.T) {
@@ -249,6 +248,7 @@ func logTime(t *testing.T, p *proc, msg string) time.Time {
 	return time.Time{}
 }
 
+// status reads GET /v1/status from url.
 func status(t *testing.T, url string) (api.Status, error) {
 	t.Helper()
 	var st api.Status

@@ -50,23 +50,27 @@ func (e *events) flush(ctx context.Context, tx pgx.Tx) error {
 // running and 101 committed, a reader that saw 101 and asks for what comes
 // after it would never see 100. Every id a running transaction drew was
 // drawn after that transaction began, so events written before the start
-// of the oldest running transaction that has written anything are
-// settled; so are those written before now, if none runs. The events
-// query that uses the horizon runs after it is read, so it sees every
-// transaction that finished before.
+// of the oldest transaction running now are settled; so are those written
+// before this statement began, if none runs. (The statement's start, not
+// the clock at its end: a transaction that begins while pg_stat_activity
+// is read writes its events after that start.) The events query that uses
+// the horizon runs after it is read, so it sees every transaction that
+// finished before.
 //
 // Only this deployment's transactions count: those of connections with
-// this one's application name (Open sets it to "berth" and the search path
-// unless the store URL names one, so the replicas of one deployment share
-// it). Other programs, and other berth deployments in other schemas, do
-// not hold the feed back; a long transaction of this deployment does, for
-// as long as it runs (at most the store timeout; a pool sync's five
-// minutes).
+// this one's application name, which Open sets to "berth" and the search
+// path, so that other programs, and other berth deployments in other
+// schemas, do not hold the feed back. Replicas must connect as one role
+// (or as roles allowed to read each other's activity, pg_read_all_stats):
+// PostgreSQL hides other roles' transaction starts. A long transaction of
+// this deployment holds the feed back for as long as it runs: at most the
+// store timeout (a pool sync's five minutes), and a transaction left open
+// by a replica that froze ends after idleInTransaction.
 func (s *Store) eventHorizon(ctx context.Context) (time.Time, error) {
 	var h time.Time
-	err := s.pool.QueryRow(ctx, `SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity
+	err := s.pool.QueryRow(ctx, `SELECT least(statement_timestamp(), min(xact_start)) FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name = current_setting('application_name')
-			AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()`).Scan(&h)
+			AND xact_start IS NOT NULL AND pid <> pg_backend_pid()`).Scan(&h)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("postgres: list events: read running transactions: %w", err)
 	}

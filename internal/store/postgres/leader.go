@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -172,31 +171,62 @@ func (s *Store) Tidy(ctx context.Context) error {
 	if s.vacuumedAt == nil {
 		s.vacuumedAt = map[string]int64{}
 	}
-	var vacuum, analyze []string
-	for table, st := range stats {
-		// A process that has not vacuumed a table yet does not know how
-		// much changed since someone did: it vacuums once to find out.
+	if err := s.leasesVacuumErr; err != nil {
+		s.leasesVacuumErr = nil
+		return fmt.Errorf("postgres: vacuum leases: %w", err)
+	}
+	// due says whether table needs a vacuum, and marks it done when it is
+	// not known how much changed: a process that has not vacuumed it yet,
+	// or whose count went back (the server's statistics were reset, as
+	// after a crash). Small tables are vacuumed then, to find out; leases,
+	// the big one, starts counting from here.
+	due := func(table string) bool {
+		st, ok := stats[table]
+		if !ok {
+			return false
+		}
 		last, known := s.vacuumedAt[table]
-		if !known || st.changes-last >= vacuumThreshold(table, st.live) {
-			vacuum = append(vacuum, table)
+		if !known || st.changes < last {
+			if table == "leases" {
+				s.vacuumedAt[table] = st.changes
+				return false
+			}
+			return true
 		}
-		if table == "resources" && st.sinceAnalyze >= max(st.live, analyzeAfter) {
-			analyze = append(analyze, table)
+		return st.changes-last >= vacuumThreshold(table, st.live)
+	}
+	// One table at a time, resources first: it is the one acquires read.
+	for _, table := range []string{"resources", "requests"} {
+		if !due(table) {
+			continue
+		}
+		if _, err := s.pool.Exec(ctx, "VACUUM "+table); err != nil {
+			return fmt.Errorf("postgres: vacuum %s: %w", table, err)
+		}
+		s.vacuumedAt[table] = stats[table].changes
+	}
+	if st := stats["resources"]; st.sinceAnalyze >= max(st.live, analyzeAfter) {
+		if _, err := s.pool.Exec(ctx, "ANALYZE resources"); err != nil {
+			return fmt.Errorf("postgres: analyze resources: %w", err)
 		}
 	}
-	if len(vacuum) > 0 {
-		slices.Sort(vacuum)
-		if _, err := s.pool.Exec(ctx, "VACUUM "+strings.Join(vacuum, ", ")); err != nil {
-			return fmt.Errorf("postgres: vacuum: %w", err)
-		}
-		for _, table := range vacuum {
-			s.vacuumedAt[table] = stats[table].changes
-		}
-	}
-	if len(analyze) > 0 {
-		if _, err := s.pool.Exec(ctx, "ANALYZE "+strings.Join(analyze, ", ")); err != nil {
-			return fmt.Errorf("postgres: analyze: %w", err)
-		}
+	// leases can take long to vacuum: in the background, one at a time,
+	// so that resources is vacuumed meanwhile on time.
+	if due("leases") && s.leasesVacuuming.CompareAndSwap(false, true) {
+		changes := stats["leases"].changes
+		s.background.Go(func() {
+			defer s.leasesVacuuming.Store(false)
+			_, err := s.pool.Exec(s.backgroundCtx, "VACUUM leases")
+			s.tidyMu.Lock()
+			defer s.tidyMu.Unlock()
+			if err != nil {
+				if s.backgroundCtx.Err() == nil {
+					s.leasesVacuumErr = err
+				}
+				return
+			}
+			s.vacuumedAt["leases"] = changes
+		})
 	}
 	return nil
 }

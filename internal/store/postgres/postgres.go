@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,6 +44,10 @@ type Options struct {
 	upTo int
 }
 
+// idleInTransaction is how long PostgreSQL lets a berth connection sit in
+// an open transaction without a statement before it ends the session.
+const idleInTransaction = 10 * time.Second
+
 // DefaultOpTimeout is Options.OpTimeout's default.
 const DefaultOpTimeout = 10 * time.Second
 
@@ -57,7 +62,15 @@ type Store struct {
 	tidyMu sync.Mutex
 	// vacuumedAt is each table's count of changes when this process last
 	// vacuumed it (see Tidy).
-	vacuumedAt map[string]int64
+	vacuumedAt      map[string]int64
+	leasesVacuumErr error
+	leasesVacuuming atomic.Bool
+
+	// background runs work that outlives the call that started it (the
+	// vacuum of leases); Close ends it.
+	background       sync.WaitGroup
+	backgroundCtx    context.Context
+	backgroundCancel context.CancelFunc
 }
 
 var _ store.Store = (*Store)(nil)
@@ -77,16 +90,19 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		}
 		cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
 	}
-	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		// Replicas of one deployment share it (see eventHorizon); so do
-		// only they, when deployments share a database in schemas of
-		// their own.
-		name := "berth"
-		if sp := cfg.ConnConfig.RuntimeParams["search_path"]; sp != "" {
-			name += " " + sp
-		}
-		cfg.ConnConfig.RuntimeParams["application_name"] = truncate(name, 63)
+	// berth names its connections itself, whatever the URL or PGAPPNAME
+	// say: the replicas of one deployment must share the name, and only
+	// they (see eventHorizon), so it is made of the schema.
+	name := "berth"
+	if sp := cfg.ConnConfig.RuntimeParams["search_path"]; sp != "" {
+		name += " " + sp
 	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = truncate(name, 63)
+	// A transaction left open by a replica that froze or was cut off
+	// mid-way holds its locks, and the event feed, until the server ends
+	// it: berth's own transactions never wait between statements for
+	// more than a moment.
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = fmt.Sprint(idleInTransaction.Milliseconds())
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
@@ -98,22 +114,23 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	s := &Store{pool: pool, schema: opts.Schema, opTimeout: opts.OpTimeout}
+	s.backgroundCtx, s.backgroundCancel = context.WithCancel(context.Background())
 	if s.opTimeout <= 0 {
 		s.opTimeout = DefaultOpTimeout
 	}
 	var one int
 	if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-		pool.Close()
+		s.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	if opts.Schema != "" {
 		if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+opts.Schema); err != nil && !isUniqueViolation(err) {
-			pool.Close()
+			s.Close()
 			return nil, fmt.Errorf("postgres: create schema %s: %w", opts.Schema, err)
 		}
 	}
 	if err := s.migrate(ctx, opts.upTo); err != nil {
-		pool.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -130,6 +147,8 @@ func validSchema(s string) bool {
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
+	s.backgroundCancel()
+	s.background.Wait()
 	s.pool.Close()
 	return nil
 }

@@ -81,7 +81,8 @@ func TestNewerSchema(t *testing.T) {
 }
 
 // TestTidyVacuumsWhereDue: Tidy vacuums resources once a thousand rows
-// changed, and leaves alone what is not due.
+// changed, again after the server's statistics were reset, and leases, in
+// the background, once a tenth of it changed; nothing that is not due.
 func TestTidyVacuumsWhereDue(t *testing.T) {
 	ctx := context.Background()
 	s, url, schema := openFresh(t)
@@ -105,12 +106,12 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 		}
 		return n
 	}
-	// dirty changes n rows of resources and has the statistics say so now,
-	// not at the server's next flush.
-	dirty := func(n int) {
+	// change runs stmt (which changes rows of a table) n times and has
+	// the statistics say so now, not at the server's next flush.
+	change := func(n int, stmt string) {
 		t.Helper()
-		for range n / 10 {
-			if _, err := conn.Exec(ctx, "UPDATE "+schema+".resources SET state_reason = state_reason"); err != nil {
+		for range n {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -121,29 +122,56 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The first Tidy knows no counts yet: it vacuums each table once.
-	if err := s.Tidy(ctx); err != nil {
-		t.Fatal(err)
+	tidy := func() {
+		t.Helper()
+		if err := s.Tidy(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
+	touchResources := "UPDATE " + schema + ".resources SET state_reason = state_reason" // 10 rows
+
+	// The first Tidy knows no counts yet: it vacuums resources to find
+	// out, and starts counting leases' changes.
+	tidy()
 	if n := vacuums("resources"); n != 1 {
 		t.Fatalf("first tidy vacuumed resources %d times; want once", n)
 	}
-	dirty(500)
-	if err := s.Tidy(ctx); err != nil {
-		t.Fatal(err)
-	}
+	change(50, touchResources)
+	tidy()
 	if n := vacuums("resources"); n != 1 {
 		t.Fatalf("resources vacuumed again after 500 changes; want only after 1,000")
 	}
-	dirty(600)
-	if err := s.Tidy(ctx); err != nil {
-		t.Fatal(err)
-	}
+	change(60, touchResources)
+	tidy()
 	if n := vacuums("resources"); n != 2 {
 		t.Fatalf("resources vacuumed %d times after 1,100 changes; want twice in all", n)
 	}
-	if n := vacuums("leases"); n != 1 {
-		t.Fatalf("leases vacuumed %d times, unchanged since the first tidy; want once in all", n)
+	// A reset sets the counts back; Tidy must not wait for them to pass
+	// the old ones.
+	if _, err := conn.Exec(ctx, "SELECT pg_stat_reset_single_table_counters($1::regclass)", schema+".resources"); err != nil {
+		t.Fatal(err)
+	}
+	change(5, touchResources)
+	tidy()
+	if n := vacuums("resources"); n != 1 {
+		t.Fatalf("resources vacuumed %d times since the statistics reset; want once", n)
+	}
+
+	if n := vacuums("leases"); n != 0 {
+		t.Fatalf("leases vacuumed %d times, not due; want none", n)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO "+schema+".leases (id, resource, type, owner, ttl, acquired_at, expires_at, ended_at) "+
+		"SELECT 'l-' || g, 'gone-' || g, 't', 'o', 1, 0, 1, 1 FROM generate_series(1, 200) g"); err != nil {
+		t.Fatal(err)
+	}
+	change(50, "UPDATE "+schema+".leases SET end_reason = end_reason") // 10,000 changes
+	tidy()
+	deadline := time.Now().Add(30 * time.Second)
+	for vacuums("leases") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("leases not vacuumed within 30 s of 10,000 changes")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -153,7 +181,18 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 // transaction commits or rolls back.
 func TestEventsWaitForRunningTransactions(t *testing.T) {
 	ctx := context.Background()
-	s, url, schema := openFresh(t)
+	url, schema := pgtest.URL(t), pgtest.Schema(t)
+	// Replicas may be started with names of their own (a URL parameter,
+	// PGAPPNAME): berth names its connections itself regardless.
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	s, err := postgres.Open(ctx, url+sep+"application_name=pod-a", postgres.Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	if _, err := s.PoolSync(ctx, &store.PoolSyncParams{Pools: []store.PoolPolicy{{Type: "t", LeaseTTL: time.Minute, Janitor: "none",
 		Resources: []store.ResourceSpec{{Name: "r-1"}}}}, Now: time.Now(), Actor: "test"}); err != nil {
 		t.Fatal(err)
