@@ -240,16 +240,13 @@ func (s *Store) acquireAtOnce(ctx context.Context, p *store.LeaseAcquireParams, 
 	)
 	dest := append([]any{&ld.l.Token}, rd.dest()...)
 	var err error
-	if p.RequestID == "" {
-		err = s.pool.QueryRow(ctx, q, args...).Scan(dest...)
-	} else {
-		b := &pgx.Batch{}
-		b.Queue(requestLock, p.RequestID)
-		row := b.Queue(q, args...)
-		row.QueryRow(func(row pgx.Row) error { err = row.Scan(dest...); return nil })
-		if berr := s.pool.SendBatch(ctx, b).Close(); berr != nil {
-			return nil, fmt.Errorf("take a free resource: %w", berr)
+	if berr := s.grouped(ctx, func(b *pgx.Batch) {
+		if p.RequestID != "" {
+			b.Queue(requestLock, p.RequestID)
 		}
+		b.Queue(q, args...).QueryRow(func(row pgx.Row) error { err = row.Scan(dest...); return nil })
+	}); berr != nil {
+		return nil, fmt.Errorf("take a free resource: %w", berr)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -776,15 +773,15 @@ func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, 
 		rd  resourceDest
 		err error
 	)
-	b := &pgx.Batch{}
-	b.Queue(queueLockShared, typ)
-	b.Queue("SELECT 1 FROM leases l JOIN resources r ON r.name = l.resource WHERE l.id = $1 FOR UPDATE", p.ID)
-	b.Queue(q, nanos(t), string(status), p.ID, string(to), stateReason, string(berth.EventLease), p.Actor, p.Reason,
-		string(berth.StateFree), typ).QueryRow(func(row pgx.Row) error {
-		err = row.Scan(append(ld.dest(), rd.dest()...)...)
-		return nil
-	})
-	if berr := s.pool.SendBatch(ctx, b).Close(); berr != nil {
+	if berr := s.grouped(ctx, func(b *pgx.Batch) {
+		b.Queue(queueLockShared, typ)
+		b.Queue("SELECT 1 FROM leases l JOIN resources r ON r.name = l.resource WHERE l.id = $1 FOR UPDATE", p.ID)
+		b.Queue(q, nanos(t), string(status), p.ID, string(to), stateReason, string(berth.EventLease), p.Actor, p.Reason,
+			string(berth.StateFree), typ).QueryRow(func(row pgx.Row) error {
+			err = row.Scan(append(ld.dest(), rd.dest()...)...)
+			return nil
+		})
+	}); berr != nil {
 		return nil, fmt.Errorf("end lease: %w", berr)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {

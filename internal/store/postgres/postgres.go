@@ -66,8 +66,11 @@ type Store struct {
 	leasesVacuumErr error
 	leasesVacuuming atomic.Bool
 
+	// group takes the units of group commit to its workers (group.go).
+	group chan *unit
+
 	// background runs work that outlives the call that started it (the
-	// vacuum of leases); Close ends it.
+	// vacuum of leases, the group commit workers); Close ends it.
 	background       sync.WaitGroup
 	backgroundCtx    context.Context
 	backgroundCancel context.CancelFunc
@@ -115,6 +118,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, schema: opts.Schema, opTimeout: opts.OpTimeout}
 	s.backgroundCtx, s.backgroundCancel = context.WithCancel(context.Background())
+	s.group = make(chan *unit)
+	for range groupWorkers {
+		s.background.Go(s.groupWorker)
+	}
 	if s.opTimeout <= 0 {
 		s.opTimeout = DefaultOpTimeout
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	goSync "sync"
 	"testing"
 	"time"
 
@@ -63,6 +64,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"NotFound", testNotFound},
 		{"ReleaseRacesEnqueue", testReleaseRacesEnqueue},
 		{"ReleaseRacesRelease", testReleaseRacesRelease},
+		{"ParallelCycles", testParallelCycles},
 		{"ResourceListPages", testResourceListPages},
 		{"HandoffRacesRetry", testHandoffRacesRetry},
 		{"HandoffRacesRepoll", testHandoffRacesRepoll},
@@ -902,6 +904,71 @@ func testReleaseRacesRelease(t *testing.T, s store.Store) {
 			// Clean it as a janitor would: lease it from dirty is not
 			// there yet, so sync it back to free.
 			sync(t, s, now, pool("vm", names(1, "vm-")...))
+		}
+	}
+}
+
+// testParallelCycles runs many acquire+release cycles at once on fewer
+// resources than callers (a store may commit concurrent calls together):
+// every lease granted is on a resource no other active lease holds, every
+// release succeeds, and the store's invariants hold at the end.
+func testParallelCycles(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("vm", names(5, "vm-")...))
+	ctx := context.Background()
+	const callers, cycles = 8, 30
+	var (
+		mu      goSync.Mutex
+		holding = map[string]string{} // resource -> lease
+	)
+	errs := make(chan error, callers)
+	for c := range callers {
+		go func() {
+			errs <- func() error {
+				for i := range cycles {
+					now := at(time.Duration(c*cycles+i) * time.Millisecond)
+					res, err := s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "vm", Owner: fmt.Sprintf("c%d", c),
+						RequestID: fmt.Sprintf("c%d-%d", c, i), LeaseTTL: ttl, Now: now, Actor: "test"})
+					if err != nil {
+						return fmt.Errorf("acquire: %w", err)
+					}
+					if res.Lease == nil {
+						continue // all five held
+					}
+					mu.Lock()
+					if other, ok := holding[res.Lease.Resource]; ok {
+						mu.Unlock()
+						return fmt.Errorf("%s leased to %s while %s holds it", res.Lease.Resource, res.Lease.ID, other)
+					}
+					holding[res.Lease.Resource] = res.Lease.ID
+					mu.Unlock()
+					// Forget it before releasing: once released, another
+					// caller may be granted it at any moment.
+					mu.Lock()
+					delete(holding, res.Lease.Resource)
+					mu.Unlock()
+					if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: res.Lease.ID, To: berth.StateFree, Now: now, HandoffTTL: ttl}); err != nil {
+						return fmt.Errorf("release %s: %w", res.Lease.ID, err)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.ResourceList(ctx, &store.ResourceListParams{Type: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.State != berth.StateFree {
+			t.Fatalf("after all releases %s is %s", r.Name, r.State)
 		}
 	}
 }
