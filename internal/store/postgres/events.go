@@ -59,20 +59,33 @@ func (e *events) flush(ctx context.Context, tx pgx.Tx) error {
 //
 // Only this deployment's transactions count: those of connections with
 // this one's application name, which Open sets to "berth" and the search
-// path, so that other programs, and other berth deployments in other
-// schemas, do not hold the feed back. Replicas must connect as one role
-// (or as roles allowed to read each other's activity, pg_read_all_stats):
-// PostgreSQL hides other roles' transaction starts. A long transaction of
+// path, so that other programs, other berth deployments in other schemas,
+// and berth's own vacuums (maintenanceConn) do not hold the feed back.
+// Replicas must connect as one role (or as roles allowed to read each
+// other's activity, pg_read_all_stats): PostgreSQL hides other roles'
+// transaction starts, and the listing fails rather than guess. The
+// server's clock must not step back (written_at and xact_start are
+// compared). A long transaction of
 // this deployment holds the feed back for as long as it runs: at most the
 // store timeout (a pool sync's five minutes), and a transaction left open
 // by a replica that froze ends after idleInTransaction.
 func (s *Store) eventHorizon(ctx context.Context) (time.Time, error) {
-	var h time.Time
-	err := s.pool.QueryRow(ctx, `SELECT least(statement_timestamp(), min(xact_start)) FROM pg_stat_activity
-		WHERE datname = current_database() AND application_name = current_setting('application_name')
-			AND xact_start IS NOT NULL AND pid <> pg_backend_pid()`).Scan(&h)
+	var (
+		h      time.Time
+		hidden int
+	)
+	// A session of another role shows no state and no transaction start
+	// (without pg_read_all_stats): its transactions cannot be waited for,
+	// so the listing is refused rather than risk skipping an event.
+	err := s.pool.QueryRow(ctx, `SELECT least(statement_timestamp(), min(xact_start)), count(*) FILTER (WHERE state IS NULL)
+		FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = current_setting('application_name') AND pid <> pg_backend_pid()`).Scan(&h, &hidden)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("postgres: list events: read running transactions: %w", err)
+	}
+	if hidden > 0 {
+		return time.Time{}, fmt.Errorf("postgres: list events: %d connection(s) of this deployment belong to another role, which hides "+
+			"their transactions; connect every replica as the same role, or grant this one pg_read_all_stats", hidden)
 	}
 	return h, nil
 }

@@ -171,10 +171,6 @@ func (s *Store) Tidy(ctx context.Context) error {
 	if s.vacuumedAt == nil {
 		s.vacuumedAt = map[string]int64{}
 	}
-	if err := s.leasesVacuumErr; err != nil {
-		s.leasesVacuumErr = nil
-		return fmt.Errorf("postgres: vacuum leases: %w", err)
-	}
 	// due says whether table needs a vacuum, and marks it done when it is
 	// not known how much changed: a process that has not vacuumed it yet,
 	// or whose count went back (the server's statistics were reset, as
@@ -196,19 +192,33 @@ func (s *Store) Tidy(ctx context.Context) error {
 		return st.changes-last >= vacuumThreshold(table, st.live)
 	}
 	// One table at a time, resources first: it is the one acquires read.
+	var work []string
 	for _, table := range []string{"resources", "requests"} {
-		if !due(table) {
-			continue
+		if due(table) {
+			work = append(work, "VACUUM "+table)
 		}
-		if _, err := s.pool.Exec(ctx, "VACUUM "+table); err != nil {
-			return fmt.Errorf("postgres: vacuum %s: %w", table, err)
-		}
-		s.vacuumedAt[table] = stats[table].changes
 	}
 	if st := stats["resources"]; st.sinceAnalyze >= max(st.live, analyzeAfter) {
-		if _, err := s.pool.Exec(ctx, "ANALYZE resources"); err != nil {
-			return fmt.Errorf("postgres: analyze resources: %w", err)
+		work = append(work, "ANALYZE resources")
+	}
+	if len(work) > 0 {
+		conn, err := s.maintenanceConn(ctx)
+		if err != nil {
+			return fmt.Errorf("postgres: tidy: %w", err)
 		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		for _, stmt := range work {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("postgres: %s: %w", strings.ToLower(stmt), err)
+			}
+			if table, ok := strings.CutPrefix(stmt, "VACUUM "); ok {
+				s.vacuumedAt[table] = stats[table].changes
+			}
+		}
+	}
+	if err := s.leasesVacuumErr; err != nil {
+		s.leasesVacuumErr = nil
+		return fmt.Errorf("postgres: vacuum leases: %w", err)
 	}
 	// leases can take long to vacuum: in the background, one at a time,
 	// so that resources is vacuumed meanwhile on time.
@@ -216,7 +226,15 @@ func (s *Store) Tidy(ctx context.Context) error {
 		changes := stats["leases"].changes
 		s.background.Go(func() {
 			defer s.leasesVacuuming.Store(false)
-			_, err := s.pool.Exec(s.backgroundCtx, "VACUUM leases")
+			err := func() error {
+				conn, err := s.maintenanceConn(s.backgroundCtx)
+				if err != nil {
+					return err
+				}
+				defer conn.Close(context.Background())
+				_, err = conn.Exec(s.backgroundCtx, "VACUUM leases")
+				return err
+			}()
 			s.tidyMu.Lock()
 			defer s.tidyMu.Unlock()
 			if err != nil {
@@ -229,6 +247,23 @@ func (s *Store) Tidy(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// maintenancePrefix names the connections that vacuum and analyze. A
+// vacuum runs in a transaction as long as it takes; named apart from the
+// deployment's connections, it does not hold back the event feed (see
+// eventHorizon), which only waits for transactions that can write events.
+const maintenancePrefix = "berth maintenance "
+
+// maintenanceConn opens a connection of its own for maintenance.
+func (s *Store) maintenanceConn(ctx context.Context) (*pgx.Conn, error) {
+	cfg := s.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = truncate(maintenancePrefix+cfg.RuntimeParams["search_path"], 63)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect for maintenance: %w", err)
+	}
+	return conn, nil
 }
 
 // Tidy's thresholds. Every acquire leaves a dead entry at the head of the

@@ -596,27 +596,28 @@ var errResourceMoved = errors.New("the resource moved to another pool")
 // release reads what the lease's release needs to know, then ends it: in
 // one statement if that can (and tryAtOnce), else in the general way.
 func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide func(string) (berth.State, time.Duration), tryAtOnce bool, t time.Time) (*store.LeaseReleaseResult, error) {
-	// The lease's type, which Decide needs before anything is written; the
-	// type of its resource, whose queue a freed resource goes to (they
-	// differ when a config change moved the resource to another pool);
-	// and whether a request of that type waits, in which case the
+	// The type of the lease's resource: the pool it is in now, whose
+	// policy Decide applies and whose queue a freed resource goes to (not
+	// the lease's type when a config change moved the resource to another
+	// pool); and whether a request of that type waits, in which case the
 	// resource may be handed over, which only the general path does.
 	// Read on their own, outside the transaction; the transaction checks
 	// the resource's type again once it holds the row.
 	var (
-		leaseType, resType string
-		waiting            bool
+		resType string
+		waiting bool
 	)
-	err := s.pool.QueryRow(ctx, `SELECT l.type, coalesce(r.type, l.type),
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(r.type, l.type),
 			EXISTS (SELECT 1 FROM requests q WHERE q.type = coalesce(r.type, l.type) AND q.expires_at > $2)
-		FROM leases l LEFT JOIN resources r ON r.name = l.resource WHERE l.id = $1`, p.ID, nanos(t)).Scan(&leaseType, &resType, &waiting)
+		FROM leases l LEFT JOIN resources r ON r.name = l.resource WHERE l.id = $1`, p.ID, nanos(t)).Scan(&resType, &waiting)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return &store.LeaseReleaseResult{}, store.ErrNotFound
 	}
 	if err != nil {
 		return &store.LeaseReleaseResult{}, fmt.Errorf("find lease: %w", err)
 	}
-	to, handoffTTL := decide(leaseType)
+	// The pool the resource is in now decides what becomes of it.
+	to, handoffTTL := decide(resType)
 	if tryAtOnce && (!waiting || to != berth.StateFree) {
 		if res, err := s.releaseAtOnce(ctx, p, resType, to, t); err != nil || res != nil {
 			if err != nil {

@@ -104,8 +104,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	// A transaction left open by a replica that froze or was cut off
 	// mid-way holds its locks, and the event feed, until the server ends
 	// it: berth's own transactions never wait between statements for
-	// more than a moment.
-	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = fmt.Sprint(idleInTransaction.Milliseconds())
+	// more than a moment. Set after connecting rather than as a start-up
+	// parameter, which connection poolers such as PgBouncer refuse.
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, fmt.Sprintf("SET idle_in_transaction_session_timeout = %d", idleInTransaction.Milliseconds()))
+		return err
+	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}

@@ -165,7 +165,50 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	change(50, "UPDATE "+schema+".leases SET end_reason = end_reason") // 10,000 changes
+	// Another program holds leases so that its vacuum waits: the long
+	// vacuum must not hold back the event feed meanwhile.
+	blocker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	btx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := btx.Exec(ctx, "LOCK TABLE "+schema+".leases IN SHARE UPDATE EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
 	tidy()
+	waitVacuum := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query = 'VACUUM leases' AND wait_event_type = 'Lock'",
+			"berth maintenance "+schema).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(waitVacuum) {
+			t.Fatal("the vacuum of leases did not start within 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before, err := s.EventList(ctx, &store.EventListParams{Desc: true, Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "t", Owner: "job", LeaseTTL: time.Minute, Now: time.Now(), Actor: "job"})
+	if err != nil || res.Lease == nil {
+		t.Fatalf("acquire = %+v, %v", res, err)
+	}
+	if evs, err := s.EventList(ctx, &store.EventListParams{AfterID: before[0].ID}); err != nil || len(evs) != 1 {
+		t.Fatalf("events while a vacuum runs = %v, %v; want the acquire's", evs, err)
+	}
+	if err := btx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for vacuums("leases") != 1 {
 		if time.Now().After(deadline) {
@@ -251,5 +294,112 @@ func TestEventsWaitForRunningTransactions(t *testing.T) {
 		if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: res.Lease.ID, To: "free", Now: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestSyncActsOnWhatItLocked: a pool sync that removes a resource waits for
+// an acquire or release of it that is under way, and acts on the outcome:
+// a resource leased meanwhile retires (it is not deleted under its lease),
+// one released meanwhile is deleted (it does not stay, free and retiring,
+// for good). Found by the second independent review of issue 3.
+func TestSyncActsOnWhatItLocked(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		before func(t *testing.T, s *postgres.Store)
+		writes []string
+		check  func(t *testing.T, s *postgres.Store)
+	}{{
+		name: "acquire",
+		writes: []string{
+			"UPDATE resources SET state = 'busy', owner = 'job', lease_id = 'L1' WHERE name = 'r-2'",
+			"INSERT INTO leases (id, resource, type, owner, ttl, acquired_at, expires_at) VALUES ('L1', 'r-2', 't', 'job', 60000000000, 0, 9000000000000000000)",
+		},
+		check: func(t *testing.T, s *postgres.Store) {
+			r, err := s.ResourceGet(context.Background(), "r-2")
+			if err != nil || !r.Retiring || r.LeaseID != "L1" {
+				t.Fatalf("r-2 = %+v, %v; want it retiring under lease L1", r, err)
+			}
+		},
+	}, {
+		name: "release",
+		before: func(t *testing.T, s *postgres.Store) {
+			res, err := s.LeaseAcquire(context.Background(), &store.LeaseAcquireParams{Type: "t", Owner: "job", LeaseTTL: time.Minute, Now: time.Now(),
+				Actor: "job", Selector: map[string]string{"n": "2"}})
+			if err != nil || res.Lease == nil {
+				t.Fatalf("acquire r-2 = %+v, %v", res, err)
+			}
+		},
+		writes: []string{
+			"UPDATE leases SET ended_at = 1, end_reason = 'released' WHERE resource = 'r-2' AND ended_at IS NULL",
+			"UPDATE resources SET state = 'free', owner = '', lease_id = NULL WHERE name = 'r-2'",
+		},
+		check: func(t *testing.T, s *postgres.Store) {
+			if r, err := s.ResourceGet(context.Background(), "r-2"); err == nil {
+				t.Fatalf("r-2 = %+v; want it removed, free when the sync went on", r)
+			}
+		},
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, url, schema := openFresh(t)
+			specs := []store.ResourceSpec{{Name: "r-1", Labels: map[string]string{"n": "1"}}, {Name: "r-2", Labels: map[string]string{"n": "2"}}}
+			if _, err := s.PoolSync(ctx, &store.PoolSyncParams{Pools: []store.PoolPolicy{{Type: "t", LeaseTTL: time.Minute, Janitor: "none", Resources: specs}},
+				Now: time.Now(), Actor: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			if c.before != nil {
+				c.before(t, s)
+			}
+			// Another replica's acquire or release of r-2, its writes done
+			// and not committed yet.
+			cfg, err := pgx.ParseConfig(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.RuntimeParams["search_path"] = schema
+			other, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close(ctx)
+			tx, err := other.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range c.writes {
+				if _, err := tx.Exec(ctx, w); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.PoolSync(ctx, &store.PoolSyncParams{Pools: []store.PoolPolicy{{Type: "t", LeaseTTL: time.Minute, Janitor: "none",
+					Resources: specs[:1]}}, Now: time.Now(), Actor: "test"})
+				done <- err
+			}()
+			// The sync waits for r-2's row.
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				var n int
+				if err := other.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
+					"berth "+schema).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the sync did not wait for the row within 20 s")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			c.check(t, s)
+		})
 	}
 }

@@ -237,8 +237,20 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			userData, labels map[string]string
 			leased, retiring bool
 		}
+		// Resources this sync adds or frees may go to waiters: hold each
+		// pool's queue lock as a release does (see LeaseAcquire), and
+		// first, as a release does, before any row.
+		for _, pool := range p.Pools {
+			if _, err := tx.Exec(ctx, queueLockShared, pool.Type); err != nil {
+				return fmt.Errorf("lock queue of %s: %w", pool.Type, err)
+			}
+		}
+		// Locked as they are read: what this sync decides from a row (to
+		// retire it because it is leased, to delete it because it is not)
+		// must still hold when it acts, though acquires and releases run
+		// meanwhile.
 		existing := map[string]*have{}
-		rows, err := tx.Query(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources")
+		rows, err := tx.Query(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources FOR UPDATE")
 		if err != nil {
 			return fmt.Errorf("read resources: %w", err)
 		}
@@ -260,18 +272,11 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return fmt.Errorf("clear pools: %w", err)
 		}
 		ev := &events{}
-		// Resources this sync adds or frees may go to waiters: hold each
-		// pool's queue lock as a release does (see LeaseAcquire).
-		for _, pool := range p.Pools {
-			if _, err := tx.Exec(ctx, queueLockShared, pool.Type); err != nil {
-				return fmt.Errorf("lock queue of %s: %w", pool.Type, err)
-			}
-		}
 		waiting, err := typesWithRequests(ctx, tx)
 		if err != nil {
 			return err
 		}
-		var added []newResource
+		var added, moved []newResource
 		seen := map[string]bool{}
 		for _, pool := range p.Pools {
 			janitor := pool.Janitor
@@ -291,11 +296,16 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 				if err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.retiring, t, p.Actor); err != nil {
 					return err
 				}
+				if h.typ != pool.Type && h.state == string(berth.StateFree) && !h.leased && !h.retiring {
+					// Free, and now in a pool whose requests may wait.
+					moved = append(moved, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL, freed: true})
+				}
 			}
 		}
 		if err := insertResources(ctx, tx, added, t, p.Actor); err != nil {
 			return err
 		}
+		added = append(added, moved...)
 		// A pool without a janitor has nothing that would ever clean a
 		// dirty resource (one left by an earlier config): free it rather
 		// than let it leave the pool silently.

@@ -454,6 +454,10 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		if r.LeaseID != l.ID {
 			return fmt.Errorf("resource %s is held by lease %q, not %q", r.Name, r.LeaseID, l.ID)
 		}
+		if p.Decide != nil && r.Type != l.Type {
+			// A config change moved it: the pool it is in now decides.
+			to, handoffTTL = p.Decide(r.Type)
+		}
 		ev := &eventWriter{tx: tx}
 		reason := string(status)
 		from := r.State

@@ -265,7 +265,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		if err != nil {
 			return err
 		}
-		var added []newResource
+		var added, moved []newResource
 		seen := map[string]bool{}
 		for _, pool := range p.Pools {
 			janitor := pool.Janitor
@@ -285,11 +285,16 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 				if err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.leased, h.retiring, t, p.Actor); err != nil {
 					return err
 				}
+				if h.typ != pool.Type && h.state == string(berth.StateFree) && !h.leased && !h.retiring {
+					// Free, and now in a pool whose requests may wait.
+					moved = append(moved, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL, freed: true})
+				}
 			}
 		}
 		if err := insertResources(ctx, tx, added, t, p.Actor); err != nil {
 			return err
 		}
+		added = append(added, moved...)
 		// A pool without a janitor has nothing that would ever clean a
 		// dirty resource (one left by an earlier config): free it rather
 		// than let it leave the pool silently.

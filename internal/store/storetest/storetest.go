@@ -44,6 +44,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"SyncFreesDirtyWithoutJanitor", testSyncFreesDirty},
 		{"SyncMovesLeasedResource", testSyncMovesLeased},
 		{"ReleaseMovedToWaiterOfNewPool", testReleaseMovedToWaiter},
+		{"SyncMovesFreeToWaiterOfNewPool", testSyncMovesFreeToWaiter},
 		{"RequestShorten", testRequestShorten},
 		{"RequestIDServedOnce", testRequestIDServedOnce},
 		{"QueuePositions", testQueuePositions},
@@ -827,9 +828,37 @@ func testReleaseMovedToWaiter(t *testing.T, s store.Store) {
 	if res := acquire(t, s, acq{typ: "new", owner: "waiter", requestID: "w", wait: true, now: at(2 * time.Second), waitUntil: at(time.Hour)}); res.Request == nil {
 		t.Fatalf("the waiter did not queue: %+v", res)
 	}
-	rel := release(t, s, l.ID, berth.StateFree, at(3*time.Second))
+	// The new pool's policy applies: its lease TTL for the handoff.
+	rel, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: l.ID, Now: at(3 * time.Second),
+		Decide: func(typ string) (berth.State, time.Duration) {
+			if typ == "new" {
+				return berth.StateFree, 2 * time.Hour
+			}
+			return berth.StateFree, ttl
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if r := get(t, s, "r-1"); rel.Handoff == nil || r.Owner != "waiter" {
 		t.Fatalf("release handoff = %+v, r-1 is %s (owner %q); want it handed to the request waiting in its new pool", rel.Handoff, r.State, r.Owner)
+	}
+	if h, err := s.LeaseGet(context.Background(), rel.Handoff.LeaseID); err != nil || time.Duration(h.TTL) != 2*time.Hour {
+		t.Fatalf("handed-over lease = %+v, %v; want the new pool's TTL, 2h", h, err)
+	}
+}
+
+// testSyncMovesFreeToWaiter: a free resource that a config change moves to
+// a pool where a request waits goes to that request at once (found by the
+// second independent review of issue 3).
+func testSyncMovesFreeToWaiter(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("old", names(1, "r-")...), pool("new", names(1, "n-")...))
+	mustLease(t, acquire(t, s, acq{typ: "new", owner: "other"}))
+	if res := acquire(t, s, acq{typ: "new", owner: "waiter", requestID: "w", wait: true, now: at(time.Second), waitUntil: at(time.Hour)}); res.Request == nil {
+		t.Fatalf("the waiter did not queue: %+v", res)
+	}
+	res := sync(t, s, at(2*time.Second), pool("old"), pool("new", append(names(1, "r-"), names(1, "n-")...)...))
+	if r := get(t, s, "r-1"); len(res.Handoffs) != 1 || res.Handoffs[0].RequestID != "w" || r.Owner != "waiter" {
+		t.Fatalf("sync handoffs = %+v, r-1 is %s %s (owner %q); want it handed to the waiting request", res.Handoffs, r.Type, r.State, r.Owner)
 	}
 }
 
