@@ -76,8 +76,10 @@ func (s *Store) eventHorizon(ctx context.Context) (time.Time, error) {
 	)
 	// A session of another role shows no state and no transaction start
 	// (without pg_read_all_stats): its transactions cannot be waited for,
-	// so the listing is refused rather than risk skipping an event.
-	err := s.pool.QueryRow(ctx, `SELECT least(statement_timestamp(), min(xact_start)), count(*) FILTER (WHERE state IS NULL)
+	// so the listing is refused rather than risk skipping an event. (A
+	// session of this role shows no state only while it starts up, before
+	// it can have begun a transaction.)
+	err := s.pool.QueryRow(ctx, `SELECT least(statement_timestamp(), min(xact_start)), count(*) FILTER (WHERE state IS NULL AND usename <> current_user)
 		FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name = current_setting('application_name') AND pid <> pg_backend_pid()`).Scan(&h, &hidden)
 	if err != nil {

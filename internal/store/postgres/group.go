@@ -2,9 +2,11 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Group commit. Each commit waits for its WAL flush, and the commits of
@@ -19,7 +21,9 @@ import (
 // statement of the transaction sees what an earlier one changed, as a
 // later transaction would. If any statement fails, the whole batch rolls
 // back, and each unit is sent again on its own, so that one caller's
-// error stays its own.
+// error stays its own. (A batch can meet a pool sync, which locks every
+// resource row, in a deadlock; PostgreSQL breaks it within a second, and
+// whichever side it aborts runs again.)
 
 // unit is one caller's statements: queue adds them to a batch, with
 // callbacks that keep their results (a later, successful send overwrites
@@ -86,16 +90,28 @@ func (s *Store) sendUnits(units []*unit) {
 		for _, u := range units {
 			u.queue(b)
 		}
-		if err := s.pool.SendBatch(ctx, b).Close(); err == nil {
+		err := s.pool.SendBatch(ctx, b).Close()
+		var pe *pgconn.PgError
+		if err == nil || !errors.As(err, &pe) {
+			// Committed, or failed in a way that does not say whether it
+			// committed (the connection broke): sending the units again
+			// could apply them twice, so each caller gets the outcome.
 			for _, u := range units {
-				u.done <- nil
+				u.done <- err
 			}
 			return
 		}
+		// A statement failed, so PostgreSQL rolled the batch back.
 	}
 	for _, u := range units {
-		b := &pgx.Batch{}
-		u.queue(b)
-		u.done <- s.pool.SendBatch(ctx, b).Close()
+		var err error
+		for attempt := 1; attempt <= 3; attempt++ {
+			b := &pgx.Batch{}
+			u.queue(b)
+			if err = s.pool.SendBatch(ctx, b).Close(); !isDeadlock(err) {
+				break
+			}
+		}
+		u.done <- err
 	}
 }

@@ -267,9 +267,24 @@ func (s *Store) bound(ctx context.Context, d time.Duration) (context.Context, co
 	return context.WithTimeout(ctx, d)
 }
 
-// tx runs fn in one READ COMMITTED transaction.
+// tx runs fn in one READ COMMITTED transaction. A transaction that
+// PostgreSQL aborted to break a deadlock changed nothing: it runs again,
+// up to five times in all. (Group commit's batches take row locks for
+// several callers in one transaction, so a pool sync, which locks every
+// resource row, can meet one in a cycle; found by the third review.)
 func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, fn)
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, s.pool, fn)
+		if attempt < 5 && isDeadlock(err) {
+			continue
+		}
+		return err
+	}
+}
+
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
 }
 
 func isUniqueViolation(err error) bool {

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/internal/store"
 	"github.com/berth-ci/berth/internal/store/postgres"
 	"github.com/berth-ci/berth/internal/store/postgres/pgtest"
@@ -401,5 +402,67 @@ func TestSyncActsOnWhatItLocked(t *testing.T) {
 			}
 			c.check(t, s)
 		})
+	}
+}
+
+// TestSyncUnderLoad: pool syncs, which lock every resource row, run while
+// sixteen callers acquire and release, whose calls group commit batches
+// into shared transactions. The two can meet in a deadlock; PostgreSQL
+// aborts one side, which runs again: no sync and no call fails (the third
+// review saw 4 of 20 syncs fail before the retry).
+func TestSyncUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := openFresh(t)
+	var specs []store.ResourceSpec
+	for i := range 50 {
+		specs = append(specs, store.ResourceSpec{Name: fmt.Sprintf("r-%02d", i)})
+	}
+	pools := []store.PoolPolicy{{Type: "t", LeaseTTL: time.Minute, Janitor: "none", Resources: specs}}
+	if _, err := s.PoolSync(ctx, &store.PoolSyncParams{Pools: pools, Now: time.Now(), Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 16)
+	for c := range 16 {
+		go func() {
+			errs <- func() error {
+				for {
+					select {
+					case <-stop:
+						return nil
+					default:
+					}
+					res, err := s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "t", Owner: fmt.Sprint("job", c), LeaseTTL: time.Minute, Now: time.Now(), Actor: "job"})
+					if err != nil {
+						return fmt.Errorf("acquire: %w", err)
+					}
+					if res.Lease == nil {
+						continue
+					}
+					if _, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: res.Lease.ID, To: berth.StateFree, Now: time.Now(), Actor: "job"}); err != nil {
+						return fmt.Errorf("release: %w", err)
+					}
+				}
+			}()
+		}()
+	}
+	var syncErr error
+	for range 20 {
+		if _, err := s.PoolSync(ctx, &store.PoolSyncParams{Pools: pools, Now: time.Now(), Actor: "test"}); err != nil {
+			syncErr = err
+			break
+		}
+	}
+	close(stop)
+	for range 16 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if syncErr != nil {
+		t.Fatalf("sync under load: %v", syncErr)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
