@@ -43,6 +43,31 @@ func TestUpgradeFromFirstSchema(t *testing.T) {
 	}, postgres.SchemaVersion())
 }
 
+// eventually waits, up to 30 s, until cond holds; it polls, since what it
+// waits for happens inside PostgreSQL, which sends no word of it.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lockWaits counts the sessions named app (running query, if not "")
+// that wait for a lock.
+func lockWaits(t *testing.T, conn *pgx.Conn, app, query string) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = $1 AND ($2 = '' OR query = $2) AND wait_event_type = 'Lock'`, app, query).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // openFresh opens a store in a new schema of its own, closed when t ends.
 func openFresh(t *testing.T) (s *postgres.Store, url, schema string) {
 	t.Helper()
@@ -181,21 +206,9 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	tidy()
-	waitVacuum := time.Now().Add(30 * time.Second)
-	for {
-		var n int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query = 'VACUUM leases' AND wait_event_type = 'Lock'",
-			"berth maintenance "+schema).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(waitVacuum) {
-			t.Fatal("the vacuum of leases did not start within 30 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "the vacuum of leases to wait for the lock", func() bool {
+		return lockWaits(t, conn, "berth maintenance "+schema, "VACUUM leases") > 0
+	})
 	before, err := s.EventList(ctx, &store.EventListParams{Desc: true, Limit: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -210,13 +223,7 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 	if err := btx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for vacuums("leases") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("leases not vacuumed within 30 s of 10,000 changes")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "leases to be vacuumed after 10,000 changes", func() bool { return vacuums("leases") == 1 })
 }
 
 // TestEventsWaitForRunningTransactions: an event committed while another
@@ -379,21 +386,7 @@ func TestSyncActsOnWhatItLocked(t *testing.T) {
 				done <- err
 			}()
 			// The sync waits for r-2's row.
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				var n int
-				if err := other.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
-					"berth "+schema).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				if n > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the sync did not wait for the row within 20 s")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			eventually(t, "the sync to wait for r-2's row", func() bool { return lockWaits(t, other, "berth "+schema, "") > 0 })
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
