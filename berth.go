@@ -117,9 +117,16 @@ type Pool struct {
 	LeaseTTL Duration `json:"leaseTTL"`
 	// Janitor names the cleaning policy: "none" or "external".
 	Janitor string        `json:"janitor"`
-	Total   int           `json:"total"`
-	States  map[State]int `json:"states"`
-	Waiters int           `json:"waiters"`
+	// Probe names the pool's probe kind ("tcp", "http", "kubernetes",
+	// "exec"), empty when its resources are not probed.
+	Probe  string               `json:"probe,omitempty"`
+	Total  int                  `json:"total"`
+	States map[State]int        `json:"states"`
+	Health map[HealthStatus]int `json:"health"`
+	// Leasable counts the free resources an acquire may be given now:
+	// free, not retiring, and healthy enough for the pool.
+	Leasable int `json:"leasable"`
+	Waiters  int `json:"waiters"`
 }
 
 // EventKind groups events for filtering.

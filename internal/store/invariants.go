@@ -31,4 +31,9 @@ var Invariants = []Invariant{
 		`SELECT a.request_id || ': ' || a.id || ' and ' || b.id FROM leases a JOIN leases b
 		 ON a.request_id = b.request_id AND a.token < b.token
 		 WHERE a.ended_at IS NULL AND b.ended_at IS NULL AND b.acquired_at < a.expires_at`},
+	// Acquire filters on health_ok alone, so it must agree with the
+	// health and the pool's policy at every commit.
+	{"health_ok disagrees with the health and the pool's probe policy",
+		`SELECT name || ' (' || health_status || ')' FROM resources WHERE health_ok <> (health_status = 'Connected'
+		 OR (health_status = 'Unknown' AND NOT coalesce((SELECT require_connected FROM pools p WHERE p.type = resources.type), false)))`},
 }

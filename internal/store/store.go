@@ -65,6 +65,12 @@ type Store interface {
 	// RequestPrune deletes waiting requests that expired before Now.
 	RequestPrune(ctx context.Context, now time.Time) (int, error)
 
+	// ResourceHealth records probe results. A change of status or reason
+	// is written with an event; a result that changes neither only moves
+	// the last probe time. A free resource that becomes leasable goes
+	// straight to the first eligible waiting request.
+	ResourceHealth(ctx context.Context, p *ResourceHealthParams) (*ResourceHealthResult, error)
+
 	EventList(ctx context.Context, p *EventListParams) ([]*berth.Event, error)
 
 	// Check verifies the store's invariants (one active lease per resource
@@ -115,8 +121,14 @@ type PoolPolicy struct {
 	Type     string
 	LeaseTTL time.Duration
 	// Janitor is "none" or "external".
-	Janitor   string
-	Resources []ResourceSpec
+	Janitor string
+	// Probe names the pool's probe kind ("tcp", "http", …), "" for an
+	// unprobed pool, whose resources' health is reset to Unknown.
+	Probe string
+	// RequireConnected: only Connected resources are leased, not Unknown
+	// ones. Disconnected resources are never leased.
+	RequireConnected bool
+	Resources        []ResourceSpec
 }
 
 // ResourceSpec is a resource as the config declares it.
@@ -223,6 +235,38 @@ type Handoff struct {
 type LeaseListExpiredParams struct {
 	Now   time.Time
 	Limit int
+}
+
+// HealthUpdate is one probe result for one resource.
+type HealthUpdate struct {
+	Name string
+	// Type is the pool the resource was probed as: if it has moved to
+	// another pool since, the result is dropped.
+	Type string
+	// Status, Reason and Message are the new condition; the store sets
+	// the last probe time to Now and the transition time when Status
+	// changes.
+	Status  berth.HealthStatus
+	Reason  string
+	Message string
+	// LeaseTTL is the lease TTL given to a waiter the resource goes to.
+	LeaseTTL time.Duration
+}
+
+type ResourceHealthParams struct {
+	Updates []HealthUpdate
+	Now     time.Time
+	Actor   string
+}
+
+type ResourceHealthResult struct {
+	// Changed are the events written: one per resource whose status or
+	// reason changed.
+	Changed []*berth.Event
+	// Missing names resources that no longer exist or have moved to
+	// another pool.
+	Missing  []string
+	Handoffs []Handoff
 }
 
 type EventListParams struct {

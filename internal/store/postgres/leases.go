@@ -273,7 +273,7 @@ var acquireAtOnceSQL, acquireAtOnceSelectorSQL = acquireAtOnceQuery(""), acquire
 func acquireAtOnceQuery(selector string) string {
 	return `WITH pick AS (
 		SELECT name FROM resources
-		WHERE type = $4 AND state = 'free' AND NOT retiring` + selector + `
+		WHERE type = $4 AND state = 'free' AND NOT retiring AND health_ok` + selector + `
 			AND NOT EXISTS (SELECT 1 FROM requests WHERE id = $5)
 			AND NOT EXISTS (SELECT 1 FROM leases WHERE request_id = $5 AND ended_at IS NULL AND expires_at > $1)
 		ORDER BY state_changed_at, name LIMIT 1 FOR UPDATE SKIP LOCKED
@@ -349,7 +349,7 @@ func wrap(op string, err error) error {
 // this moment is passed over, never waited for.
 func takeFree(ctx context.Context, tx pgx.Tx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
 	q := `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
-		WHERE name = (SELECT name FROM resources WHERE type = $4 AND state = 'free' AND NOT retiring`
+		WHERE name = (SELECT name FROM resources WHERE type = $4 AND state = 'free' AND NOT retiring AND health_ok`
 	args := []any{nanos(t), owner, leaseID, typ}
 	if len(sel) > 0 {
 		q += " AND labels @> $5"
@@ -845,9 +845,12 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	// Only a resource healthy enough for its pool is handed over; one that
+	// is not stays free until a probe finds it so (see ResourceHealth).
 	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at FROM requests
 		WHERE type = $1 AND expires_at > $2 AND $3::jsonb @> selector
-		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels).Scan(&reqID, &owner, &reqExpiresAt)
+			AND EXISTS (SELECT 1 FROM resources WHERE name = $4 AND health_ok)
+		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

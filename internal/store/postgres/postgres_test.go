@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -26,15 +27,33 @@ func TestConformance(t *testing.T) {
 }
 
 func TestUpgradeFromFirstSchema(t *testing.T) {
+	ctx := context.Background()
 	url, schema := pgtest.URL(t), pgtest.Schema(t)
-	storetest.Upgrade(t, func(t *testing.T) store.Store {
-		s, err := postgres.OpenUpTo(context.Background(), url, schema, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}, func(t *testing.T) store.Store {
-		s, err := postgres.Open(context.Background(), url, postgres.Options{Schema: schema})
+	old, err := postgres.OpenUpTo(ctx, url, schema, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("testdata/v1-data.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SET search_path TO "+schema+";\n"+string(data)); err != nil {
+		t.Fatalf("load the version 1 data: %v", err)
+	}
+	snapshot, err := os.ReadFile("testdata/v1-snapshot.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.Upgrade(t, snapshot, func(t *testing.T) store.Store {
+		s, err := postgres.Open(ctx, url, postgres.Options{Schema: schema})
 		if err != nil {
 			t.Fatal(err)
 		}

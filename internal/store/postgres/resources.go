@@ -136,14 +136,14 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 	var order []string
 	// One snapshot for the three reads, so that the counts agree.
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, "SELECT type, lease_ttl, janitor FROM pools ORDER BY type")
+		rows, err := tx.Query(ctx, "SELECT type, lease_ttl, janitor, probe FROM pools ORDER BY type")
 		if err != nil {
 			return fmt.Errorf("list pools: %w", err)
 		}
 		for rows.Next() {
-			p := &berth.Pool{States: map[berth.State]int{}}
+			p := &berth.Pool{States: map[berth.State]int{}, Health: map[berth.HealthStatus]int{}}
 			var ttl int64
-			if err := rows.Scan(&p.Type, &ttl, &p.Janitor); err != nil {
+			if err := rows.Scan(&p.Type, &ttl, &p.Janitor, &p.Probe); err != nil {
 				rows.Close()
 				return fmt.Errorf("list pools: %w", err)
 			}
@@ -156,29 +156,32 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 			return fmt.Errorf("list pools: %w", err)
 		}
 
-		rows, err = tx.Query(ctx, "SELECT type, state, count(*) FROM resources GROUP BY type, state")
+		rows, err = tx.Query(ctx, "SELECT type, state, health_status, count(*), sum(CASE WHEN health_ok AND state = 'free' AND NOT retiring THEN 1 ELSE 0 END) FROM resources GROUP BY type, state, health_status")
 		if err != nil {
 			return fmt.Errorf("count resources: %w", err)
 		}
 		for rows.Next() {
 			var (
-				typ   string
-				state berth.State
-				n     int
+				typ         string
+				state       berth.State
+				n, leasable int
+				health      berth.HealthStatus
 			)
-			if err := rows.Scan(&typ, &state, &n); err != nil {
+			if err := rows.Scan(&typ, &state, &health, &n, &leasable); err != nil {
 				rows.Close()
 				return fmt.Errorf("count resources: %w", err)
 			}
 			p, ok := pools[typ]
 			if !ok {
 				// Resources of a pool gone from the config, still leased.
-				p = &berth.Pool{Type: typ, Janitor: "none", States: map[berth.State]int{}}
+				p = &berth.Pool{Type: typ, Janitor: "none", States: map[berth.State]int{}, Health: map[berth.HealthStatus]int{}}
 				pools[typ] = p
 				order = append(order, typ)
 			}
 			p.States[state] += n
 			p.Total += n
+			p.Health[health] += n
+			p.Leasable += leasable
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -283,7 +286,8 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if janitor == "" {
 				janitor = "none"
 			}
-			if _, err := tx.Exec(ctx, "INSERT INTO pools (type, lease_ttl, janitor) VALUES ($1, $2, $3)", pool.Type, int64(pool.LeaseTTL), janitor); err != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected) VALUES ($1, $2, $3, $4, $5)",
+				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected); err != nil {
 				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
 			}
 			for _, spec := range pool.Resources {
@@ -306,6 +310,19 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return err
 		}
 		added = append(added, moved...)
+		healthy, err := syncHealth(ctx, tx, ev, p.Pools, t, p.Actor)
+		if err != nil {
+			return err
+		}
+		listed := map[string]bool{}
+		for _, a := range added {
+			listed[a.spec.Name] = true
+		}
+		for _, h := range healthy {
+			if waiting[h.typ] && !listed[h.spec.Name] {
+				added = append(added, h)
+			}
+		}
 		// A pool without a janitor has nothing that would ever clean a
 		// dirty resource (one left by an earlier config): free it rather
 		// than let it leave the pool silently.
@@ -378,6 +395,67 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		return nil, fmt.Errorf("postgres: sync pools: %w", err)
 	}
 	return res, nil
+}
+
+// syncHealth applies the pools' probe policies: the health of resources in
+// a pool without a probe goes back to Unknown (a stale Disconnected would
+// keep them out of use for ever), and health_ok is brought in line with
+// each pool's policy. It returns the free resources that became leasable,
+// for the waiters. The caller holds every resource row's lock.
+func syncHealth(ctx context.Context, tx pgx.Tx, ev *events, pools []store.PoolPolicy, t time.Time, actor string) ([]newResource, error) {
+	ttl := map[string]time.Duration{}
+	for _, pool := range pools {
+		ttl[pool.Type] = pool.LeaseTTL
+		if pool.Probe != "" {
+			continue
+		}
+		rows, err := tx.Query(ctx, `UPDATE resources r SET health_status = 'Unknown', health_reason = '', health_message = '',
+			health_transition_time = $1 FROM resources old
+			WHERE r.name = old.name AND r.type = $2 AND (r.health_status <> 'Unknown' OR r.health_reason <> '')
+			RETURNING r.name, old.health_status`, nanos(t), pool.Type)
+		if err != nil {
+			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
+		}
+		type reset struct{ Name, Was string }
+		resets, err := pgx.CollectRows(rows, pgx.RowToStructByPos[reset])
+		if err != nil {
+			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
+		}
+		for _, r := range resets {
+			ev.add(&berth.Event{Time: t, Resource: r.Name, Type: pool.Type, Kind: berth.EventHealth, From: r.Was,
+				To: string(berth.HealthUnknown), Reason: "NotProbed", Actor: actor, Message: "the pool has no probe in the config"})
+		}
+	}
+	rows, err := tx.Query(ctx, `UPDATE resources SET health_ok = `+healthOKExpr("resources.health_status")+`
+		WHERE health_ok IS DISTINCT FROM `+healthOKExpr("resources.health_status")+`
+		RETURNING name, type, health_ok AND state = 'free' AND NOT retiring`)
+	if err != nil {
+		return nil, fmt.Errorf("apply health policies: %w", err)
+	}
+	type flip struct {
+		Name, Type string
+		Free       bool
+	}
+	flips, err := pgx.CollectRows(rows, pgx.RowToStructByPos[flip])
+	if err != nil {
+		return nil, fmt.Errorf("apply health policies: %w", err)
+	}
+	var out []newResource
+	for _, f := range flips {
+		if f.Free {
+			out = append(out, newResource{spec: store.ResourceSpec{Name: f.Name}, typ: f.Type, ttl: ttl[f.Type], freed: true})
+		}
+	}
+	return out, nil
+}
+
+// healthOKExpr is whether a resource row with health status (a column or
+// a parameter) may be leased under its pool's policy: Connected, or
+// Unknown in a pool that allows it. A resource whose pool has gone
+// (retiring) is never leased anyway.
+func healthOKExpr(status string) string {
+	return `(` + status + ` = 'Connected' OR (` + status + ` = 'Unknown'
+		AND NOT coalesce((SELECT require_connected FROM pools WHERE pools.type = resources.type), false)))`
 }
 
 func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.ResourceSpec, typ, haveType string, userData, labels map[string]string,

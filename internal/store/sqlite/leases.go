@@ -160,7 +160,7 @@ func jsonPath(key string) string { return `$."` + key + `"` }
 func takeFree(ctx context.Context, tx *wtx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
 	var b strings.Builder
 	b.WriteString(`UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
-		WHERE rowid = (SELECT rowid FROM resources WHERE type = ? AND state = 'free' AND retiring = 0`)
+		WHERE rowid = (SELECT rowid FROM resources WHERE type = ? AND state = 'free' AND retiring = 0 AND health_ok = 1`)
 	args := []any{nanos(t), owner, leaseID, typ}
 	for _, k := range sel.Keys() {
 		b.WriteString(" AND json_extract(labels, ?) = ?")
@@ -515,6 +515,15 @@ func waiting(ctx context.Context, tx *wtx, typ string, t time.Time) bool {
 // highest priority first, then oldest. It updates r in place and returns
 // nil when none waits (r is then untouched in the database).
 func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
+	// Only a resource healthy enough for its pool is handed over; one that
+	// is not stays free until a probe finds it so (see ResourceHealth).
+	var ok bool
+	if err := tx.QueryRowContext(ctx, "SELECT health_ok FROM resources WHERE name = ?", r.Name).Scan(&ok); err != nil {
+		return nil, fmt.Errorf("read health of %s: %w", r.Name, err)
+	}
+	if !ok {
+		return nil, nil
+	}
 	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at FROM requests
 		WHERE type = ? AND expires_at > ? ORDER BY priority DESC, seq`, r.Type, nanos(t))
 	if err != nil {

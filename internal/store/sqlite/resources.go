@@ -143,14 +143,14 @@ func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) (
 func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 	pools := map[string]*berth.Pool{}
 	var order []string
-	rows, err := s.r.QueryContext(ctx, "SELECT type, lease_ttl, janitor FROM pools ORDER BY type")
+	rows, err := s.r.QueryContext(ctx, "SELECT type, lease_ttl, janitor, probe FROM pools ORDER BY type")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list pools: %w", err)
 	}
 	for rows.Next() {
-		p := &berth.Pool{States: map[berth.State]int{}}
+		p := &berth.Pool{States: map[berth.State]int{}, Health: map[berth.HealthStatus]int{}}
 		var ttl int64
-		if err := rows.Scan(&p.Type, &ttl, &p.Janitor); err != nil {
+		if err := rows.Scan(&p.Type, &ttl, &p.Janitor, &p.Probe); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("sqlite: list pools: %w", err)
 		}
@@ -163,29 +163,32 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 		return nil, fmt.Errorf("sqlite: list pools: %w", err)
 	}
 
-	rows, err = s.r.QueryContext(ctx, "SELECT type, state, count(*) FROM resources GROUP BY type, state")
+	rows, err = s.r.QueryContext(ctx, "SELECT type, state, health_status, count(*), sum(health_ok AND state = 'free' AND retiring = 0) FROM resources GROUP BY type, state, health_status")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: count resources: %w", err)
 	}
 	for rows.Next() {
 		var (
-			typ   string
-			state berth.State
-			n     int
+			typ         string
+			state       berth.State
+			n, leasable int
+			health      berth.HealthStatus
 		)
-		if err := rows.Scan(&typ, &state, &n); err != nil {
+		if err := rows.Scan(&typ, &state, &health, &n, &leasable); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("sqlite: count resources: %w", err)
 		}
 		p, ok := pools[typ]
 		if !ok {
 			// Resources of a pool gone from the config, still leased.
-			p = &berth.Pool{Type: typ, Janitor: "none", States: map[berth.State]int{}}
+			p = &berth.Pool{Type: typ, Janitor: "none", States: map[berth.State]int{}, Health: map[berth.HealthStatus]int{}}
 			pools[typ] = p
 			order = append(order, typ)
 		}
 		p.States[state] += n
 		p.Total += n
+		p.Health[health] += n
+		p.Leasable += leasable
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -272,7 +275,8 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if janitor == "" {
 				janitor = "none"
 			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor) VALUES (?, ?, ?)", pool.Type, int64(pool.LeaseTTL), janitor); err != nil {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected) VALUES (?, ?, ?, ?, ?)",
+				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected); err != nil {
 				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
 			}
 			for _, spec := range pool.Resources {
@@ -295,6 +299,19 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return err
 		}
 		added = append(added, moved...)
+		healthy, err := syncHealth(ctx, tx, ev, p.Pools, t, p.Actor)
+		if err != nil {
+			return err
+		}
+		listed := map[string]bool{}
+		for _, a := range added {
+			listed[a.spec.Name] = true
+		}
+		for _, h := range healthy {
+			if waiting[h.typ] && !listed[h.spec.Name] {
+				added = append(added, h)
+			}
+		}
 		// A pool without a janitor has nothing that would ever clean a
 		// dirty resource (one left by an earlier config): free it rather
 		// than let it leave the pool silently.
@@ -381,6 +398,77 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 	}
 	return res, nil
 }
+
+// syncHealth applies the pools' probe policies: the health of resources in
+// a pool without a probe goes back to Unknown (a stale Disconnected would
+// keep them out of use for ever), and health_ok is brought in line with
+// each pool's policy. It returns the free resources that became leasable,
+// for the waiters.
+func syncHealth(ctx context.Context, tx *wtx, ev *eventWriter, pools []store.PoolPolicy, t time.Time, actor string) ([]newResource, error) {
+	ttl := map[string]time.Duration{}
+	for _, pool := range pools {
+		ttl[pool.Type] = pool.LeaseTTL
+		if pool.Probe != "" {
+			continue
+		}
+		rows, err := tx.QueryContext(ctx, "SELECT name, health_status FROM resources WHERE type = ? AND (health_status <> 'Unknown' OR health_reason <> '')", pool.Type)
+		if err != nil {
+			return nil, fmt.Errorf("read health of %s: %w", pool.Type, err)
+		}
+		var names, was []string
+		for rows.Next() {
+			var n, st string
+			if err := rows.Scan(&n, &st); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read health of %s: %w", pool.Type, err)
+			}
+			names, was = append(names, n), append(was, st)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read health of %s: %w", pool.Type, err)
+		}
+		for i, n := range names {
+			if _, err := tx.ExecContext(ctx, `UPDATE resources SET health_status = 'Unknown', health_reason = '', health_message = '',
+				health_transition_time = ? WHERE name = ?`, nanos(t), n); err != nil {
+				return nil, fmt.Errorf("reset health of %s: %w", n, err)
+			}
+			if err := ev.write(&berth.Event{Time: t, Resource: n, Type: pool.Type, Kind: berth.EventHealth, From: was[i],
+				To: string(berth.HealthUnknown), Reason: "NotProbed", Actor: actor, Message: "the pool has no probe in the config"}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rows, err := tx.QueryContext(ctx, `UPDATE resources SET health_ok = `+healthOKExpr+` WHERE health_ok IS NOT `+healthOKExpr+`
+		RETURNING name, type, health_ok, state = 'free' AND retiring = 0`)
+	if err != nil {
+		return nil, fmt.Errorf("apply health policies: %w", err)
+	}
+	defer rows.Close()
+	var out []newResource
+	for rows.Next() {
+		var (
+			n, typ   string
+			ok, free bool
+		)
+		if err := rows.Scan(&n, &typ, &ok, &free); err != nil {
+			return nil, fmt.Errorf("apply health policies: %w", err)
+		}
+		if ok && free {
+			out = append(out, newResource{spec: store.ResourceSpec{Name: n}, typ: typ, ttl: ttl[typ], freed: true})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("apply health policies: %w", err)
+	}
+	return out, nil
+}
+
+// healthOKExpr is whether a resource row's health lets it be leased under
+// its pool's policy: Connected, or Unknown in a pool that allows it. A
+// resource whose pool has gone (retiring) is never leased anyway.
+const healthOKExpr = `(health_status = 'Connected' OR (health_status = 'Unknown'
+	AND NOT coalesce((SELECT require_connected FROM pools WHERE pools.type = resources.type), 0)))`
 
 func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.ResourceSpec, typ, haveType, userData, labels string,
 	leased, retiring bool, t time.Time, actor string) error {

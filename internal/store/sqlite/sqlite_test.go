@@ -2,7 +2,9 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -85,13 +87,32 @@ func TestRejectsBadSync(t *testing.T) {
 
 func TestUpgradeFromFirstSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "berth.db")
-	storetest.Upgrade(t, func(t *testing.T) store.Store {
-		s, err := sqlite.OpenUpTo(context.Background(), path, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}, func(t *testing.T) store.Store {
+	old, err := sqlite.OpenUpTo(context.Background(), path, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("testdata/v1-data.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(string(data)); err != nil {
+		t.Fatalf("load the version 1 data: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snapshot, err := os.ReadFile("testdata/v1-snapshot.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.Upgrade(t, snapshot, func(t *testing.T) store.Store {
 		s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 		if err != nil {
 			t.Fatal(err)

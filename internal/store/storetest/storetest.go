@@ -69,6 +69,10 @@ func Run(t *testing.T, newStore Factory) {
 		{"ResourceListPages", testResourceListPages},
 		{"HandoffRacesRetry", testHandoffRacesRetry},
 		{"HandoffRacesRepoll", testHandoffRacesRepoll},
+		{"HealthGatesAcquire", testHealthGatesAcquire},
+		{"HealthTransitions", testHealthTransitions},
+		{"HealthHandsToWaiter", testHealthHandsToWaiter},
+		{"HealthPolicySync", testHealthPolicySync},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,0 +1,22 @@
+-- The data berth wrote at schema version 1 (commit 941ac64), for TestUpgradeFromFirstSchema; see storetest.Upgrade.
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (1, 1767323045000000000, 'vm-1', 'vm', 'config', '', 'free', 'added', 'test', '', 0, '');
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (2, 1767323045000000000, 'vm-2', 'vm', 'config', '', 'free', 'added', 'test', '', 0, '');
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (3, 1767323045000000000, 'gpu-1', 'gpu', 'config', '', 'free', 'added', 'test', '', 0, '');
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (4, 1767323045000000000, 'gpu-2', 'gpu', 'config', '', 'free', 'added', 'test', '', 0, '');
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (5, 1767323045000000000, 'vm-1', 'vm', 'lease', 'free', 'busy', 'acquired', 'job-1', '06H04E0144QLBXQHDX5WI3VRI5MXT52WVJKO', 1, 'leased to job-1');
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (6, 1767323045000000000, 'gpu-1', 'gpu', 'lease', 'free', 'busy', 'acquired', 'job-2', '06H04E014KSXN3IYAPZV4HNQMXPUOWRLTL3E', 2, 'leased to job-2');
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (7, 1767323046000000000, 'gpu-1', 'gpu', 'lease', 'busy', 'quarantined', 'released', 'job-2', '06H04E014KSXN3IYAPZV4HNQMXPUOWRLTL3E', 2, 'disk full');
+INSERT INTO events OVERRIDING SYSTEM VALUE VALUES (8, 1767323045000000000, 'vm-2', 'vm', 'lease', 'free', 'busy', 'acquired', 'job-3', '06H04E01544QJKW6TBH7DQJIEJYET73J2LHU', 3, 'leased to job-3');
+INSERT INTO leases OVERRIDING SYSTEM VALUE VALUES (1, '06H04E0144QLBXQHDX5WI3VRI5MXT52WVJKO', 'vm-1', 'vm', 'job-1', 'req-1', 60000000000, 1767323045000000000, 1767323105000000000, NULL, '');
+INSERT INTO leases OVERRIDING SYSTEM VALUE VALUES (2, '06H04E014KSXN3IYAPZV4HNQMXPUOWRLTL3E', 'gpu-1', 'gpu', 'job-2', NULL, 60000000000, 1767323045000000000, 1767323105000000000, 1767323046000000000, 'released');
+INSERT INTO leases OVERRIDING SYSTEM VALUE VALUES (3, '06H04E01544QJKW6TBH7DQJIEJYET73J2LHU', 'vm-2', 'vm', 'job-3', NULL, 60000000000, 1767323045000000000, 1767323105000000000, NULL, '');
+INSERT INTO pools VALUES ('vm', 60000000000, 'none');
+INSERT INTO pools VALUES ('gpu', 60000000000, 'none');
+INSERT INTO requests OVERRIDING SYSTEM VALUE VALUES (1, 'req-4', 'vm', 'job-4', 0, '{}', 1767323045000000000, 1767326645000000000);
+INSERT INTO resources VALUES ('gpu-2', 'gpu', 'free', '', 1767323045000000000, '', NULL, '{}', '{}', 'Unknown', '', '', NULL, NULL, false);
+INSERT INTO resources VALUES ('vm-1', 'vm', 'busy', '', 1767323045000000000, 'job-1', '06H04E0144QLBXQHDX5WI3VRI5MXT52WVJKO', '{"ip": "10.0.0.1"}', '{"zone": "a"}', 'Unknown', '', '', NULL, NULL, false);
+INSERT INTO resources VALUES ('gpu-1', 'gpu', 'quarantined', 'disk full', 1767323046000000000, '', NULL, '{}', '{}', 'Unknown', '', '', NULL, NULL, false);
+INSERT INTO resources VALUES ('vm-2', 'vm', 'busy', '', 1767323045000000000, 'job-3', '06H04E01544QJKW6TBH7DQJIEJYET73J2LHU', '{}', '{}', 'Unknown', '', '', NULL, NULL, false);
+SELECT pg_catalog.setval('events_id_seq', 8, true);
+SELECT pg_catalog.setval('leases_token_seq', 3, true);
+SELECT pg_catalog.setval('requests_seq_seq', 1, true);

@@ -1,0 +1,21 @@
+-- The data berth wrote at schema version 1 (commit 941ac64), for TestUpgradeFromFirstSchema; see storetest.Upgrade.
+INSERT INTO pools VALUES('vm',60000000000,'none');
+INSERT INTO pools VALUES('gpu',60000000000,'none');
+INSERT INTO resources VALUES('vm-1','vm','busy','',1767323045000000000,'job-1','06H04DVQ90A4RFBZPM2THGQ7QMSCN2MFQSVJ','{"ip":"10.0.0.1"}','{"zone":"a"}','Unknown','','',NULL,NULL,0);
+INSERT INTO resources VALUES('vm-2','vm','busy','',1767323045000000000,'job-3','06H04DVQ98TY3F4BUTWHEK3VLIHJXNFUNLB2','{}','{}','Unknown','','',NULL,NULL,0);
+INSERT INTO resources VALUES('gpu-1','gpu','quarantined','disk full',1767323046000000000,'',NULL,'{}','{}','Unknown','','',NULL,NULL,0);
+INSERT INTO resources VALUES('gpu-2','gpu','free','',1767323045000000000,'',NULL,'{}','{}','Unknown','','',NULL,NULL,0);
+INSERT INTO leases VALUES(1,'06H04DVQ90A4RFBZPM2THGQ7QMSCN2MFQSVJ','vm-1','vm','job-1','req-1',60000000000,1767323045000000000,1767323105000000000,NULL,'');
+INSERT INTO leases VALUES(2,'06H04DVQ943IUJ6TYJHIJERGZTAXQ6SK6MUD','gpu-1','gpu','job-2',NULL,60000000000,1767323045000000000,1767323105000000000,1767323046000000000,'released');
+INSERT INTO leases VALUES(3,'06H04DVQ98TY3F4BUTWHEK3VLIHJXNFUNLB2','vm-2','vm','job-3',NULL,60000000000,1767323045000000000,1767323105000000000,NULL,'');
+INSERT INTO requests VALUES(1,'req-4','vm','job-4',0,'{}',1767323045000000000,1767326645000000000);
+INSERT INTO events VALUES(1,1767323045000000000,'vm-1','vm','config','','free','added','test','',0,'');
+INSERT INTO events VALUES(2,1767323045000000000,'vm-2','vm','config','','free','added','test','',0,'');
+INSERT INTO events VALUES(3,1767323045000000000,'gpu-1','gpu','config','','free','added','test','',0,'');
+INSERT INTO events VALUES(4,1767323045000000000,'gpu-2','gpu','config','','free','added','test','',0,'');
+INSERT INTO events VALUES(5,1767323045000000000,'vm-1','vm','lease','free','busy','acquired','job-1','06H04DVQ90A4RFBZPM2THGQ7QMSCN2MFQSVJ',1,'leased to job-1');
+INSERT INTO events VALUES(6,1767323045000000000,'gpu-1','gpu','lease','free','busy','acquired','job-2','06H04DVQ943IUJ6TYJHIJERGZTAXQ6SK6MUD',2,'leased to job-2');
+INSERT INTO events VALUES(7,1767323046000000000,'gpu-1','gpu','lease','busy','quarantined','released','job-2','06H04DVQ943IUJ6TYJHIJERGZTAXQ6SK6MUD',2,'disk full');
+INSERT INTO events VALUES(8,1767323045000000000,'vm-2','vm','lease','free','busy','acquired','job-3','06H04DVQ98TY3F4BUTWHEK3VLIHJXNFUNLB2',3,'leased to job-3');
+INSERT INTO sqlite_sequence VALUES('leases',3);
+INSERT INTO sqlite_sequence VALUES('requests',1);
