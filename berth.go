@@ -116,7 +116,7 @@ type Pool struct {
 	Type     string   `json:"type"`
 	LeaseTTL Duration `json:"leaseTTL"`
 	// Janitor names the cleaning policy: "none" or "external".
-	Janitor string        `json:"janitor"`
+	Janitor string `json:"janitor"`
 	// Probe names the pool's probe kind ("tcp", "http", "kubernetes",
 	// "exec"), empty when its resources are not probed.
 	Probe  string               `json:"probe,omitempty"`

@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 // broker is a real berth server in-process.
 type broker struct {
 	eng *lease.Engine
+	st  store.Store
 	srv *httptest.Server
 }
 
@@ -70,7 +71,7 @@ func newBroker(t *testing.T, o brokerOptions) *broker {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &broker{eng: eng, srv: srv}
+	return &broker{eng: eng, st: st, srv: srv}
 }
 
 // testOptions keep backoffs tiny.

@@ -36,7 +36,10 @@ type Handle struct {
 	lostErr  error
 	released bool
 
-	lost     chan error // buffered(1): the heartbeat goroutine never blocks on it
+	lost chan error // buffered(1): the heartbeat goroutine never blocks on it
+	// health is signalled (buffered(1), never blocking) when a heartbeat
+	// finds the resource's health status changed.
+	health   chan struct{}
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the heartbeat goroutine has returned
 	stopOnce sync.Once
@@ -66,7 +69,7 @@ func (c *Client) Hold(ctx context.Context, p AcquireParams, o HoldOptions) (*Han
 	h := &Handle{
 		c: c, id: a.Lease.ID, interval: interval,
 		lease: a.Lease, resource: a.Resource,
-		lost: make(chan error, 1), cancel: cancel, done: make(chan struct{}),
+		lost: make(chan error, 1), health: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
 	}
 	go h.heartbeat(hctx, sent.Add(ttl))
 	return h, nil
@@ -97,6 +100,14 @@ func (h *Handle) Resource() *berth.Resource {
 	r := *h.resource
 	return &r
 }
+
+// HealthChanged receives when a heartbeat has found that the health status
+// of the leased resource changed (Connected, Disconnected, Unknown); read
+// the new health from Resource. A probed resource that becomes
+// Disconnected stays leased: whether to go on is the holder's call (berth
+// run stops its command after a grace). Signals do not queue: one receive
+// may stand for several changes.
+func (h *Handle) HealthChanged() <-chan struct{} { return h.health }
 
 // Lost receives one error, and is then closed, when the lease is lost:
 // when a heartbeat is answered with code berth.ELeaseLost or
@@ -191,10 +202,18 @@ func (h *Handle) heartbeat(ctx context.Context, expiry time.Time) {
 			}
 			h.mu.Lock()
 			h.lease = res.Lease
+			changed := false
 			if res.Resource != nil {
+				changed = res.Resource.Health.Status != h.resource.Health.Status
 				h.resource = res.Resource
 			}
 			h.mu.Unlock()
+			if changed {
+				select {
+				case h.health <- struct{}{}:
+				default:
+				}
+			}
 			timer.Reset(h.interval)
 			continue
 		}

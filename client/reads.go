@@ -40,8 +40,9 @@ func (c *Client) Pool(ctx context.Context, typ string) (*berth.Pool, error) {
 
 // ResourceFilter selects resources. Zero fields do not filter.
 type ResourceFilter struct {
-	Type  string
-	State berth.State
+	Type   string
+	State  berth.State
+	Health berth.HealthStatus
 	// Limit caps how many are returned; 0 means all.
 	Limit int
 }
@@ -54,6 +55,9 @@ func (c *Client) Resources(ctx context.Context, f ResourceFilter) ([]*berth.Reso
 	}
 	if f.State != "" {
 		q.Set("state", string(f.State))
+	}
+	if f.Health != "" {
+		q.Set("health", string(f.Health))
 	}
 	if f.Limit != 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))

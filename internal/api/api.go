@@ -72,6 +72,7 @@ func New(opts Options) *Server {
 	s.route("/v1/leases/{id}", methods{"GET": s.getLease})
 	s.route("/v1/leases/{id}/heartbeat", methods{"POST": s.heartbeat})
 	s.route("/v1/leases/{id}/release", methods{"POST": s.release})
+	s.route("/v1/leases/{id}/ready", methods{"GET": s.ready})
 	s.route("/v1/requests/{id}", methods{"GET": s.getRequest, "DELETE": s.cancelRequest})
 	s.route("/v1/pools", methods{"GET": s.listPools})
 	s.route("/v1/pools/{type}", methods{"GET": s.getPool})
@@ -268,6 +269,30 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// ReadyResponse answers GET /v1/leases/{id}/ready: whether the leased
+// resource is Connected, with the lease and the resource as they are.
+type ReadyResponse struct {
+	Ready    bool            `json:"ready"`
+	Lease    *berth.Lease    `json:"lease"`
+	Resource *berth.Resource `json:"resource"`
+}
+
+// ready waits (?wait=60s, at most MaxPoll) for the resource a lease holds
+// to be Connected.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
+	q := newQuery(r, "wait")
+	wait := q.duration("wait", lease.DefaultMaxPoll)
+	if q.err != nil {
+		return q.err
+	}
+	res, err := s.engine.WaitReady(r.Context(), r.PathValue("id"), wait)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ReadyResponse{Ready: res.Ready, Lease: res.Lease, Resource: res.Resource})
+	return nil
+}
+
 // ReleaseRequest is the (optional) body of POST /v1/leases/{id}/release.
 type ReleaseRequest struct {
 	To     berth.ReleaseTarget `json:"to,omitempty"`
@@ -337,8 +362,16 @@ func (s *Server) getPool(w http.ResponseWriter, r *http.Request) error {
 const maxListLimit = 100000
 
 func (s *Server) listResources(w http.ResponseWriter, r *http.Request) error {
-	q := newQuery(r, "type", "state", "limit")
+	q := newQuery(r, "type", "state", "health", "limit")
 	p := &lease.ResourceListParams{Type: q.name("type"), State: berth.State(q.name("state")), Limit: q.int("limit", 0, 0, maxListLimit)}
+	switch h := berth.HealthStatus(q.str("health")); h {
+	case "", berth.HealthConnected, berth.HealthDisconnected, berth.HealthUnknown:
+		p.Health = h
+	default:
+		if q.err == nil {
+			q.err = berth.FieldErrorf("health", "must be %q, %q or %q, not %q", berth.HealthConnected, berth.HealthDisconnected, berth.HealthUnknown, h)
+		}
+	}
 	if q.err != nil {
 		return q.err
 	}

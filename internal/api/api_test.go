@@ -255,6 +255,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown query", "GET", "/v1/resources?colour=red", "", "", 400, berth.EInvalid, "colour"},
 		{"repeated query", "GET", "/v1/resources?type=a&type=b", "", "", 400, berth.EInvalid, "type"},
 		{"bad limit", "GET", "/v1/resources?limit=-1", "", "", 400, berth.EInvalid, "limit"},
+		{"bad health", "GET", "/v1/resources?health=up", "", "", 400, berth.EInvalid, "health"},
+		{"bad ready wait", "GET", "/v1/leases/x/ready?wait=2h", "", "", 400, berth.EInvalid, "wait"},
 		{"bad since", "GET", "/v1/events?since=yesterday", "", "", 400, berth.EInvalid, "since"},
 		{"bad after", "GET", "/v1/events?after=x", "", "", 400, berth.EInvalid, "after"},
 		{"bad wait query", "GET", "/v1/events?wait=1y", "", "", 400, berth.EInvalid, "wait"},

@@ -144,6 +144,7 @@ Lease a resource for the length of a job:  berth run --type gce-project -- ./tes
 		e.heartbeatCommand(),
 		e.releaseCommand(),
 		e.runCommand(),
+		e.waitReadyCommand(),
 		e.poolsCommand(),
 		e.resourcesCommand(),
 		e.eventsCommand(),

@@ -18,7 +18,7 @@ func (e *env) poolsCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "pools",
-		Short: "List pools with their resources counted by state",
+		Short: "List pools with their resources counted by state and by health",
 		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
@@ -33,12 +33,15 @@ func (e *env) poolsCommand() *cobra.Command {
 				return e.printJSON(ps)
 			}
 			t := newTable(e.stdout)
-			t.row("TYPE", "TOTAL", "FREE", "BUSY", "DIRTY", "CLEANING", "QUARANTINED", "WAITING", "LEASE TTL", "JANITOR")
+			t.row("TYPE", "TOTAL", "FREE", "BUSY", "DIRTY", "CLEANING", "QUARANTINED", "WAITING",
+				"PROBE", "CONNECTED", "DISCONNECTED", "UNKNOWN", "LEASE TTL", "JANITOR")
 			for _, p := range ps {
 				t.row(p.Type, strconv.Itoa(p.Total),
 					strconv.Itoa(p.States[berth.StateFree]), strconv.Itoa(p.States[berth.StateBusy]),
 					strconv.Itoa(p.States[berth.StateDirty]), strconv.Itoa(p.States[berth.StateCleaning]),
-					strconv.Itoa(p.States[berth.StateQuarantined]), strconv.Itoa(p.Waiters), p.LeaseTTL.String(), p.Janitor)
+					strconv.Itoa(p.States[berth.StateQuarantined]), strconv.Itoa(p.Waiters),
+					dash(p.Probe), strconv.Itoa(p.Health[berth.HealthConnected]), strconv.Itoa(p.Health[berth.HealthDisconnected]),
+					strconv.Itoa(p.Health[berth.HealthUnknown]), p.LeaseTTL.String(), p.Janitor)
 			}
 			return t.flush()
 		},
@@ -49,11 +52,11 @@ func (e *env) poolsCommand() *cobra.Command {
 
 func (e *env) resourcesCommand() *cobra.Command {
 	var (
-		typ, state string
-		asJSON     bool
+		typ, state, health string
+		asJSON             bool
 	)
 	cmd := &cobra.Command{
-		Use:   "resources [--type T] [--state S]",
+		Use:   "resources [--type T] [--state S] [--health H]",
 		Short: "List resources",
 		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -61,7 +64,7 @@ func (e *env) resourcesCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rs, err := c.Resources(cmd.Context(), client.ResourceFilter{Type: typ, State: berth.State(state)})
+			rs, err := c.Resources(cmd.Context(), client.ResourceFilter{Type: typ, State: berth.State(state), Health: berth.HealthStatus(health)})
 			if err != nil {
 				return err
 			}
@@ -87,6 +90,7 @@ func (e *env) resourcesCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&typ, "type", "", "only resources of this type")
 	cmd.Flags().StringVar(&state, "state", "", "only resources in this state (free, busy, dirty, cleaning, quarantined, …)")
+	cmd.Flags().StringVar(&health, "health", "", "only resources of this health (Connected, Disconnected, Unknown)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of resources")
 	return cmd
 }

@@ -23,8 +23,8 @@ import (
 
 func (e *env) runCommand() *cobra.Command {
 	var (
-		a         acquireFlags
-		killGrace time.Duration
+		a    acquireFlags
+		opts runOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "run --type T [flags] -- COMMAND [ARG...]",
@@ -42,7 +42,14 @@ If the lease is lost while the command runs, berth stops the command
 a message that the infrastructure failed, not the test. Heartbeats are at
 most 10 s apart, and one more is sent when the command ends: a lease lost
 just before then also exits 75, whatever the command's exit code. Not getting a
-resource (none free within --wait, broker unreachable) also exits 75.`,
+resource (none free within --wait, broker unreachable) also exits 75.
+
+In a pool with a health probe, a resource that becomes Disconnected while the
+command runs is reported by the heartbeats: if it is still Disconnected after
+--disconnect-grace, berth stops the command and exits 75 with
+"infrastructure failure: RESOURCE disconnected: REASON". A command that fails
+while its resource is Disconnected also exits 75. With --ready, the command
+starts only once the resource is Connected (see wait-ready).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErrorf("run needs a command after -- (see 'berth run --help')")
@@ -58,15 +65,32 @@ resource (none free within --wait, broker unreachable) also exits 75.`,
 			if err != nil {
 				return err
 			}
-			return e.runWithLease(cmd.Context(), c, p, args, killGrace)
+			if opts.disconnectGrace < 0 {
+				return usageErrorf("--disconnect-grace must not be negative")
+			}
+			if opts.readyTimeout <= 0 {
+				return usageErrorf("--ready-timeout must be positive")
+			}
+			return e.runWithLease(cmd.Context(), c, p, args, opts)
 		},
 	}
 	a.register(cmd)
-	cmd.Flags().DurationVar(&killGrace, "kill-grace", 10*time.Second, "how long the command gets to stop after SIGTERM before SIGKILL")
+	f := cmd.Flags()
+	f.DurationVar(&opts.killGrace, "kill-grace", 10*time.Second, "how long the command gets to stop after SIGTERM before SIGKILL")
+	f.DurationVar(&opts.disconnectGrace, "disconnect-grace", 0, "how long the resource may stay Disconnected before the command is stopped")
+	f.BoolVar(&opts.ready, "ready", false, "start the command only once the resource is Connected")
+	f.DurationVar(&opts.readyTimeout, "ready-timeout", DefaultReadyTimeout, "with --ready, how long to wait for it")
 	return cmd
 }
 
-func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.AcquireParams, argv []string, killGrace time.Duration) error {
+type runOptions struct {
+	killGrace, disconnectGrace time.Duration
+	ready                      bool
+	readyTimeout               time.Duration
+}
+
+func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.AcquireParams, argv []string, opts runOptions) error {
+	killGrace := opts.killGrace
 	h, err := c.Hold(ctx, p, client.HoldOptions{})
 	if err != nil {
 		return acquireError(err, p)
@@ -78,6 +102,13 @@ func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.Acqui
 		defer cancel()
 		if _, err := h.Release(rctx, client.ReleaseParams{To: to}); err != nil && berth.ErrorCodeOf(err) != berth.ELeaseLost {
 			fmt.Fprintf(e.stderr, "berth: warning: release of %s failed: %v (the lease will expire)\n", r.Name, oneLine(err.Error()))
+		}
+	}
+
+	if opts.ready {
+		if _, err := waitReady(ctx, c, h.Lease().ID, opts.readyTimeout); err != nil {
+			release(berth.ReleaseDirty)
+			return err
 		}
 	}
 
@@ -117,48 +148,99 @@ func (e *env) runWithLease(ctx context.Context, c *client.Client, p client.Acqui
 		}
 	}
 
-	select {
-	case err := <-done:
-		// Was the lease still ours when the command ended? A loss since
-		// the last heartbeat (an operator released it, say) makes the
-		// command's result meaningless, whatever its exit code.
-		if lost := e.leaseLost(ctx, c, h); lost != nil {
-			return infraErrorf("lease on %s (%s) lost while the command ran: %s", r.Name, r.Type, brokerMessage(lost))
+	// grace runs while the resource is Disconnected: when it fires, the
+	// command is stopped.
+	var grace <-chan time.Time
+	var graceTimer *time.Timer
+	defer func() {
+		if graceTimer != nil {
+			graceTimer.Stop()
 		}
-		release(berth.ReleaseDirty)
-		e.exitCode = exitCodeOf(err)
-		return nil
-	case lost := <-h.Lost():
-		_ = stop()
-		return infraErrorf("lease on %s (%s) lost while the command ran: %s", r.Name, r.Type, brokerMessage(lost))
-	case <-ctx.Done():
-		err := stop()
-		release(berth.ReleaseDirty)
-		e.exitCode = exitCodeOf(err)
-		return nil
+	}()
+	for {
+		select {
+		case err := <-done:
+			// Was the lease still ours when the command ended? A loss since
+			// the last heartbeat (an operator released it, say) makes the
+			// command's result meaningless, whatever its exit code.
+			now, lost := e.leaseLost(ctx, c, h)
+			if lost != nil {
+				return infraErrorf("lease on %s (%s) lost while the command ran: %s", r.Name, r.Type, brokerMessage(lost))
+			}
+			release(berth.ReleaseDirty)
+			e.exitCode = exitCodeOf(err)
+			if e.exitCode != 0 && now != nil && now.Health.Status == berth.HealthDisconnected {
+				// The test failed while its resource was unreachable:
+				// that is the infrastructure's failure, not the test's.
+				return infraErrorf("%s disconnected: %s", r.Name, disconnectWords(now.Health))
+			}
+			return nil
+		case lost := <-h.Lost():
+			_ = stop()
+			return infraErrorf("lease on %s (%s) lost while the command ran: %s", r.Name, r.Type, brokerMessage(lost))
+		case <-h.HealthChanged():
+			switch now := h.Resource().Health; {
+			case now.Status == berth.HealthDisconnected && grace == nil:
+				fmt.Fprintf(e.stderr, "berth: %s is Disconnected: %s; the command is stopped unless it comes back within %s\n",
+					r.Name, disconnectWords(now), opts.disconnectGrace)
+				graceTimer = time.NewTimer(opts.disconnectGrace)
+				grace = graceTimer.C
+			case now.Status != berth.HealthDisconnected && grace != nil:
+				fmt.Fprintf(e.stderr, "berth: %s is %s again\n", r.Name, now.Status)
+				graceTimer.Stop()
+				grace = nil
+			}
+		case <-grace:
+			health := h.Resource().Health
+			_ = stop()
+			release(berth.ReleaseDirty)
+			return infraErrorf("%s disconnected: %s", r.Name, disconnectWords(health))
+		case <-ctx.Done():
+			err := stop()
+			release(berth.ReleaseDirty)
+			e.exitCode = exitCodeOf(err)
+			return nil
+		}
 	}
+}
+
+// disconnectWords is the reason and message of a Disconnected resource:
+// "ConnectionRefused (dial tcp …: connection refused)".
+func disconnectWords(h berth.Health) string {
+	s := h.Reason
+	if s == "" {
+		s = "unknown reason"
+	}
+	if h.Message != "" {
+		s += " (" + oneLine(h.Message) + ")"
+	}
+	return s
 }
 
 // leaseLost returns why h's lease is lost, or nil if it is still held or
 // the broker cannot say (unreachable: the release that follows will warn).
 // It asks with one last heartbeat rather than reading the lease, since only
-// a renewal proves the lease was not taken away in the meantime.
-func (e *env) leaseLost(ctx context.Context, c *client.Client, h *client.Handle) error {
+// a renewal proves the lease was not taken away in the meantime; that
+// heartbeat's resource (nil if there was none) tells its health now.
+func (e *env) leaseLost(ctx context.Context, c *client.Client, h *client.Handle) (*berth.Resource, error) {
 	select {
 	case lost := <-h.Lost():
 		if lost != nil {
-			return lost
+			return nil, lost
 		}
 	default:
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	_, err := c.Heartbeat(hctx, h.Lease().ID)
+	res, err := c.Heartbeat(hctx, h.Lease().ID)
 	switch berth.ErrorCodeOf(err) {
 	case berth.ELeaseLost, berth.ENotFound:
-		return err
+		return nil, err
 	}
-	return nil
+	if err != nil {
+		return nil, nil
+	}
+	return res.Resource, nil
 }
 
 // exitCodeOf maps a child's end to a shell-style exit code.

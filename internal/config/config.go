@@ -38,6 +38,8 @@ type Pool struct {
 	// Generate adds Count resources named Prefix1 … PrefixN, for large
 	// pools of interchangeable resources.
 	Generate *Generate `yaml:"generate"`
+	// Probe, if set, health-probes every resource of the pool.
+	Probe *Probe `yaml:"probe"`
 }
 
 // Resource is one static resource: a plain name, or a mapping with user
@@ -317,6 +319,9 @@ func (c *Config) Validate() []Problem {
 				}
 			}
 		}
+		if p.Probe != nil {
+			validateProbe(pp, p, add)
+		}
 	}
 	return ps
 }
@@ -327,6 +332,9 @@ func (c *Config) EnginePools() []lease.Pool {
 	for _, p := range c.Pools {
 		// No janitors in this version: released resources go back to free.
 		lp := lease.Pool{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: lease.JanitorNone}
+		if p.Probe != nil {
+			lp.Probe, lp.RequireConnected = p.Probe.Spec().Kind(), !p.Probe.LeaseUnknown
+		}
 		for _, r := range p.Resources {
 			lp.Resources = append(lp.Resources, store.ResourceSpec{Name: r.Name, UserData: r.UserData, Labels: r.Labels})
 		}

@@ -28,6 +28,16 @@ func TestLoadDesignExample(t *testing.T) {
 	if r := ps[1].Resources[0]; r.UserData["port"] != "443" || r.UserData["endpoint"] != "https://10.0.0.1" || r.Labels["region"] != "us-east1" {
 		t.Errorf("cluster-a = %+v (numbers in user data must become strings)", r)
 	}
+	if ps[1].Probe != "tcp" || !ps[1].RequireConnected || ps[0].Probe != "" {
+		t.Errorf("probes: gce-project %q, gke-cluster %q (require connected: %v)", ps[0].Probe, ps[1].Probe, ps[1].RequireConnected)
+	}
+	pp := c.ProbePools()
+	if len(pp) != 1 || pp[0].Type != "gke-cluster" || pp[0].Spec.TCP == nil || pp[0].Spec.TCP.Address != "10.0.0.1:443" ||
+		pp[0].Interval != 10*time.Second || pp[0].Timeout != 2*time.Second || pp[0].ConnectTimeout != 2*time.Second ||
+		pp[0].FailureThreshold != 3 || pp[0].SuccessThreshold != 1 || pp[0].Jitter != 0.1 || pp[0].MaxBackoff != time.Minute ||
+		pp[0].LeaseTTL != lease.DefaultLeaseTTL {
+		t.Errorf("probe pools = %+v", pp)
+	}
 	if ps[2].Janitor != lease.JanitorNone || len(ps[2].Resources) != 3 || ps[2].Resources[2].Name != "pixel-7-3" {
 		t.Errorf("pixel-7 = %+v", ps[2])
 	}
@@ -49,7 +59,21 @@ func TestProblems(t *testing.T) {
 		{"syntax", "pools: [\n", []string{"invalid YAML"}},
 		{"tab", "pools:\n\t- type: x\n", []string{"line 2: invalid YAML"}},
 		{"unknown field", "pools:\n  - type: vm\n    colour: red\n", []string{"line 3: pools[0].colour: unknown field"}},
-		{"probe not yet", "pools:\n  - type: vm\n    probe: {tcp: {address: x}}\n", []string{"line 3: pools[0].probe: health probes are not supported"}},
+		{"probe address", "pools:\n  - type: vm\n    probe: {tcp: {address: x}}\n", []string{`line 3: pools[0].probe.tcp.address: "x" is not host:port`}},
+		{"probe kinds", "pools:\n  - type: vm\n    probe: {tcp: {address: \"x:1\"}, exec: {command: [true]}}\n", []string{"line 3: pools[0].probe: only one probe kind"}},
+		{"probe none", "pools:\n  - type: vm\n    probe: {interval: 1s}\n", []string{"line 3: pools[0].probe: no probe kind set"}},
+		{"probe timing", "pools:\n  - type: vm\n    probe:\n      tcp: {address: \"x:1\"}\n      interval: 5s\n      timeout: 6s\n      connectTimeout: 7s\n" +
+			"      failureThreshold: -1\n      successThreshold: 101\n      jitter: 1.5\n      maxBackoff: 1s\n",
+			[]string{"line 6: pools[0].probe.timeout: must be more than 0s and at most the interval (5s)",
+				"line 7: pools[0].probe.connectTimeout: must be more than 0s and at most the timeout (6s)",
+				"line 8: pools[0].probe.failureThreshold: must be between 1 and 100",
+				"line 9: pools[0].probe.successThreshold: must be between 1 and 100",
+				"line 10: pools[0].probe.jitter: must be a fraction of the interval between 0 and 1",
+				"line 11: pools[0].probe.maxBackoff: must be between the interval (5s)"}},
+		{"probe interval", "pools:\n  - type: vm\n    probe: {tcp: {address: \"x:1\"}, interval: 10ms}\n", []string{"line 3: pools[0].probe.interval: must be between 100ms and 24h0m0s"}},
+		{"probe user data", "pools:\n  - type: vm\n    resources:\n      - name: a\n        userData: {host: h}\n      - b\n    probe: {tcp: {address: \"{{.UserData.host}}:22\"}}\n",
+			[]string{`line 6: pools[0].resources[1]: cannot be probed: probe.tcp.address: resource b has no user data key "host"`}},
+		{"probe template", "pools:\n  - type: vm\n    probe: {http: {url: \"http://{{.Name\"}}\n", []string{"line 3: pools[0].probe.http.url:"}},
 		{"janitor not yet", "pools:\n  - type: vm\n    janitor: {command: [x]}\n", []string{"line 3: pools[0].janitor: janitors are not supported"}},
 		{"bad ttl", "pools:\n  - type: vm\n    leaseTTL: 10x\n", []string{`line 3: pools[0].leaseTTL: cannot use the string "10x" as a duration`}},
 		{"ttl range", "pools:\n  - type: vm\n    leaseTTL: 100ms\n", []string{"line 3: pools[0].leaseTTL: must be between 1s and"}},

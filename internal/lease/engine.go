@@ -26,8 +26,14 @@ type Pool struct {
 	LeaseTTL time.Duration
 	// Janitor is "none" (released resources go straight back to free) or
 	// "external" (they stay dirty until a janitor cleans them).
-	Janitor   string
-	Resources []store.ResourceSpec
+	Janitor string
+	// Probe names the pool's probe kind, "" when it has none.
+	Probe string
+	// RequireConnected, in a probed pool, leases only Connected
+	// resources; otherwise Unknown ones (not probed yet) are leased too.
+	// Disconnected ones never are.
+	RequireConnected bool
+	Resources        []store.ResourceSpec
 }
 
 const (
@@ -59,6 +65,9 @@ type Options struct {
 	// interval, not only when this engine writes: with a store that
 	// several processes share, the others' events arrive unannounced.
 	EventRecheck time.Duration
+	// ProbeNow, if set, asks for a resource to be probed at once: someone
+	// waits for it to be ready (WaitReady).
+	ProbeNow func(name string)
 }
 
 // Engine is the lease engine. It is safe for concurrent use.
@@ -69,6 +78,8 @@ type Engine struct {
 	grace   time.Duration
 	maxPoll time.Duration
 	recheck time.Duration
+	// probeNow: see Options.ProbeNow.
+	probeNow func(name string)
 
 	// draining is closed when the server shuts down: long polls answer at
 	// once with their place in line, so the caller re-polls elsewhere (or
@@ -96,6 +107,7 @@ func New(opts Options) *Engine {
 		grace:    opts.Grace,
 		maxPoll:  opts.MaxPoll,
 		recheck:  opts.EventRecheck,
+		probeNow: opts.ProbeNow,
 		pools:    map[string]Pool{},
 		waiters:  map[string]*waiter{},
 		changed:  make(chan struct{}),
@@ -132,7 +144,8 @@ func (e *Engine) SyncPools(ctx context.Context, pools []Pool, actor string) (*st
 			p.Janitor = JanitorNone
 		}
 		m[p.Type] = p
-		policies = append(policies, store.PoolPolicy{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: p.Janitor, Resources: p.Resources})
+		policies = append(policies, store.PoolPolicy{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: p.Janitor,
+			Probe: p.Probe, RequireConnected: p.RequireConnected, Resources: p.Resources})
 	}
 	res, err := e.store.PoolSync(ctx, &store.PoolSyncParams{Pools: policies, Now: e.clock.Now(), Actor: actor})
 	if err != nil {
@@ -305,6 +318,9 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 		return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
 	}
 	if res.Request == nil {
+		if pool.Probe != "" {
+			return nil, berth.Errorf(berth.EExhausted, "no free resource of type %q is Connected", p.Type)
+		}
 		return nil, berth.Errorf(berth.EExhausted, "no free resource of type %q", p.Type)
 	}
 	if poll == 0 {
@@ -674,6 +690,16 @@ func (e *Engine) published() {
 	defer e.mu.Unlock()
 	close(e.changed)
 	e.changed = make(chan struct{})
+}
+
+// HealthRecorded is called after probe results were written: it wakes the
+// long polls of the requests that resources were handed to, and everyone
+// following events or waiting for a resource to be ready.
+func (e *Engine) HealthRecorded(res *store.ResourceHealthResult) {
+	for _, h := range res.Handoffs {
+		e.wake(h.RequestID)
+	}
+	e.published()
 }
 
 // Changed returns a channel that is closed the next time events are

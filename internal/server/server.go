@@ -21,6 +21,7 @@ import (
 	"github.com/berth-ci/berth/internal/api"
 	"github.com/berth-ci/berth/internal/config"
 	"github.com/berth-ci/berth/internal/lease"
+	"github.com/berth-ci/berth/internal/probe"
 	"github.com/berth-ci/berth/internal/store"
 	"github.com/berth-ci/berth/internal/store/migrate"
 	"github.com/berth-ci/berth/internal/store/postgres"
@@ -173,7 +174,25 @@ func Run(ctx context.Context, opts Options) error {
 		// Other replicas write events too, and do not say so.
 		lo.EventRecheck = eventRecheck
 	}
+	var prober *probe.Prober
+	lo.ProbeNow = func(name string) {
+		if prober != nil {
+			prober.ProbeNow(name)
+		}
+	}
 	eng := lease.New(lo)
+	if pools := opts.Config.ProbePools(); len(pools) > 0 {
+		prober, err = probe.New(probe.Options{Store: st, Clock: opts.Clock, Logger: log.With("loop", "prober"), Pools: pools,
+			Notify: eng.HealthRecorded})
+		if err != nil {
+			return &StartupError{Err: fmt.Errorf("probes: %w", err)}
+		}
+	}
+	runProber := func(ctx context.Context) {
+		if prober != nil {
+			_ = prober.Run(ctx) // returns when ctx ends
+		}
+	}
 	synced, err := eng.SyncPools(ctx, opts.Config.EnginePools(), "config")
 	if err != nil {
 		return &StartupError{Err: err}
@@ -211,9 +230,10 @@ func Run(ctx context.Context, opts Options) error {
 		// leads, and moves to another when that one dies.
 		wg.Go(func() {
 			lead.Lead(loops, replica, func(ctx context.Context) {
-				log.Info("leading: running the reaper", "replica", replica)
+				log.Info("leading: running the reaper and the prober", "replica", replica)
 				var tasks sync.WaitGroup
 				tasks.Go(func() { eng.RunReaper(ctx, opts.ReapInterval) })
+				tasks.Go(func() { runProber(ctx) })
 				tasks.Go(func() { tidy(ctx, lead, log) })
 				tasks.Wait()
 				log.Info("no longer leading", "replica", replica)
@@ -221,6 +241,7 @@ func Run(ctx context.Context, opts Options) error {
 		})
 	} else {
 		wg.Go(func() { eng.RunReaper(loops, opts.ReapInterval) })
+		wg.Go(func() { runProber(loops) })
 	}
 	if hl, ok := st.(store.HandoffListener); ok {
 		// Handoffs made by other berth processes on the same store wake

@@ -153,9 +153,10 @@ type PoolSyncResult struct {
 }
 
 type ResourceListParams struct {
-	Type  string
-	State berth.State
-	Limit int // 0 means no limit
+	Type   string
+	State  berth.State
+	Health berth.HealthStatus
+	Limit  int // 0 means no limit
 	// AfterType and AfterName, when AfterName is set, list only the
 	// resources after that one in the (type, name) order of the list: the
 	// next page.
@@ -244,11 +245,12 @@ type HealthUpdate struct {
 	// another pool since, the result is dropped.
 	Type string
 	// Status, Reason and Message are the new condition; the store sets
-	// the last probe time to Now and the transition time when Status
-	// changes.
+	// the transition time to Now when Status changes.
 	Status  berth.HealthStatus
 	Reason  string
 	Message string
+	// ProbeTime is when the probe was made; zero means Now.
+	ProbeTime time.Time
 	// LeaseTTL is the lease TTL given to a waiter the resource goes to.
 	LeaseTTL time.Duration
 }

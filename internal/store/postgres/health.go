@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -23,13 +24,15 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 	t := now(p.Now)
 	n := len(p.Updates)
 	names, types, statuses, reasons, messages := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	times := make([]int64, n)
 	for i, u := range p.Updates {
 		names[i], types[i], statuses[i], reasons[i], messages[i] = u.Name, u.Type, string(u.Status), u.Reason, u.Message
+		times[i] = nanos(probed(u, t))
 	}
-	rows, err := s.pool.Query(ctx, `UPDATE resources r SET health_probe_time = $1, health_message = u.m
-		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(n, t, s, r, m)
+	rows, err := s.pool.Query(ctx, `UPDATE resources r SET health_probe_time = u.pt, health_message = u.m
+		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(pt, n, t, s, r, m)
 		WHERE r.name = u.n AND r.type = u.t AND r.health_status = u.s AND r.health_reason = u.r
-		RETURNING r.name`, nanos(t), names, types, statuses, reasons, messages)
+		RETURNING r.name`, times, names, types, statuses, reasons, messages)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: record probes: %w", err)
 	}
@@ -67,10 +70,10 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 			}
 			var leasable bool
 			if err := tx.QueryRow(ctx, `UPDATE resources SET health_status = $1, health_reason = $2, health_message = $3,
-				health_probe_time = $4, health_transition_time = CASE WHEN health_status = $1 THEN health_transition_time ELSE $4 END,
+				health_probe_time = $6, health_transition_time = CASE WHEN health_status = $1 THEN health_transition_time ELSE $4 END,
 				health_ok = `+healthOKExpr("$1::text")+`
 				WHERE name = $5 RETURNING health_ok AND state = 'free' AND NOT retiring`,
-				string(u.Status), u.Reason, u.Message, nanos(t), u.Name).Scan(&leasable); err != nil {
+				string(u.Status), u.Reason, u.Message, nanos(t), u.Name, nanos(probed(u, t))).Scan(&leasable); err != nil {
 				return fmt.Errorf("record health of %s: %w", u.Name, err)
 			}
 			ev := &events{}
@@ -102,4 +105,12 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 		}
 	}
 	return res, nil
+}
+
+// probed is when u's probe was made.
+func probed(u store.HealthUpdate, now time.Time) time.Time {
+	if u.ProbeTime.IsZero() {
+		return now
+	}
+	return u.ProbeTime
 }

@@ -97,6 +97,10 @@ func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) (
 		args = append(args, string(p.State))
 		where = append(where, fmt.Sprintf("state = $%d", len(args)))
 	}
+	if p.Health != "" {
+		args = append(args, string(p.Health))
+		where = append(where, fmt.Sprintf("health_status = $%d", len(args)))
+	}
 	if p.AfterName != "" {
 		args = append(args, p.AfterType, p.AfterName)
 		where = append(where, fmt.Sprintf("(type, name) > ($%d, $%d)", len(args)-1, len(args)))

@@ -5,15 +5,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/internal/store"
 )
 
 // ResourceHealth records probe results in one transaction. Most results
-// change nothing but the probe time and take one statement; a change of
-// status or reason reads the row, writes the condition and its event, and
-// hands a resource that became leasable to a waiter.
+// change nothing but the probe time and are written with one statement per
+// 500; a change of status or reason reads the row, writes the condition
+// and its event, and hands a resource that became leasable to a waiter.
 func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParams) (*store.ResourceHealthResult, error) {
 	t := now(p.Now)
 	res := &store.ResourceHealthResult{}
@@ -24,16 +25,12 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 			return err
 		}
 		defer ev.Close()
+		recorded, err := recordProbes(ctx, tx, p.Updates, t)
+		if err != nil {
+			return err
+		}
 		for _, u := range p.Updates {
-			r, err := tx.ExecContext(ctx, `UPDATE resources SET health_probe_time = ?, health_message = ?
-				WHERE name = ? AND type = ? AND health_status = ? AND health_reason = ?`,
-				nanos(t), u.Message, u.Name, u.Type, string(u.Status), u.Reason)
-			if err != nil {
-				return fmt.Errorf("record probe of %s: %w", u.Name, err)
-			}
-			if n, err := r.RowsAffected(); err != nil {
-				return fmt.Errorf("record probe of %s: %w", u.Name, err)
-			} else if n == 1 {
+			if recorded[u.Name] {
 				continue
 			}
 			var typ, was string
@@ -46,8 +43,8 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 				return fmt.Errorf("read health of %s: %w", u.Name, err)
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE resources SET health_status = ?1, health_reason = ?2, health_message = ?3,
-				health_probe_time = ?4, health_transition_time = CASE WHEN health_status = ?1 THEN health_transition_time ELSE ?4 END
-				WHERE name = ?5`, string(u.Status), u.Reason, u.Message, nanos(t), u.Name); err != nil {
+				health_probe_time = ?5, health_transition_time = CASE WHEN health_status = ?1 THEN health_transition_time ELSE ?4 END
+				WHERE name = ?6`, string(u.Status), u.Reason, u.Message, nanos(t), nanos(probed(u, t)), u.Name); err != nil {
 				return fmt.Errorf("record health of %s: %w", u.Name, err)
 			}
 			var ok bool
@@ -84,4 +81,50 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 		return nil, wrap("record health", err)
 	}
 	return res, nil
+}
+
+// probed is when u's probe was made.
+func probed(u store.HealthUpdate, now time.Time) time.Time {
+	if u.ProbeTime.IsZero() {
+		return now
+	}
+	return u.ProbeTime
+}
+
+// recordProbes writes the probe time and message of every update whose
+// status and reason are already the resource's, and returns their names.
+// One statement per chunk: a statement per result cost a prober of 10,000
+// resources a tenth of its CPU.
+func recordProbes(ctx context.Context, tx *wtx, ups []store.HealthUpdate, t time.Time) (map[string]bool, error) {
+	const chunk = 500
+	done := make(map[string]bool, len(ups))
+	for len(ups) > 0 {
+		part := ups[:min(chunk, len(ups))]
+		ups = ups[len(part):]
+		args := make([]any, 0, 6*len(part))
+		for _, u := range part {
+			args = append(args, nanos(probed(u, t)), u.Message, u.Name, u.Type, string(u.Status), u.Reason)
+		}
+		rows, err := tx.QueryContext(ctx, `UPDATE resources SET health_probe_time = v.column1, health_message = v.column2
+			FROM (VALUES `+rows("(?, ?, ?, ?, ?, ?)", len(part))+`) AS v
+			WHERE resources.name = v.column3 AND resources.type = v.column4
+				AND resources.health_status = v.column5 AND resources.health_reason = v.column6
+			RETURNING resources.name`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("record probes: %w", err)
+		}
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("record probes: %w", err)
+			}
+			done[n] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("record probes: %w", err)
+		}
+	}
+	return done, nil
 }

@@ -108,6 +108,10 @@ func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) (
 		where = append(where, "state = ?")
 		args = append(args, string(p.State))
 	}
+	if p.Health != "" {
+		where = append(where, "health_status = ?")
+		args = append(args, string(p.Health))
+	}
 	if p.AfterName != "" {
 		where = append(where, "(type, name) > (?, ?)")
 		args = append(args, p.AfterType, p.AfterName)

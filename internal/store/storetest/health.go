@@ -78,6 +78,10 @@ func testHealthGatesAcquire(t *testing.T, s store.Store) {
 	if res := acquire(t, s, acq{typ: "cluster", now: at(2 * time.Second)}); res.Lease != nil {
 		t.Fatalf("leased the Disconnected %s", res.Resource.Name)
 	}
+	dis, err := s.ResourceList(context.Background(), &store.ResourceListParams{Health: berth.HealthDisconnected})
+	if err != nil || len(dis) != 1 || dis[0].Name != "c1" {
+		t.Fatalf("Disconnected resources: %v, %v; want c1", dis, err)
+	}
 	// An unprobed pool's resource that is somehow Disconnected is not
 	// leased either.
 	health(t, s, at(3*time.Second), "vm", "vm-1=Disconnected/Timeout")

@@ -1,0 +1,209 @@
+package probe
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-ci/berth/internal/store"
+	"github.com/berth-ci/berth/internal/store/sqlite"
+)
+
+// BenchmarkProber10k probes 10,000 resources over TCP at a 10 s interval
+// (real listeners: 100 of them, on 127.0.0.1 to 127.0.0.100, 100
+// resources each), with results written to a real SQLite store, and
+// reports the CPU the test process used per second of wall time (the
+// prober and the store; the listeners run in a child process, since
+// accepting connections is the probed resources' work, not berth's) and
+// the oldest lastProbeTime seen. It runs for a fixed time,
+// not b.N iterations:
+//
+//	go test -run '^$' -bench Prober10k -benchtime 1x ./internal/probe/
+//
+// BERTH_PROBE_BENCH_RESOURCES and BERTH_PROBE_BENCH_SECONDS (default 60,
+// after a warm-up of one interval) change the size and the length.
+func BenchmarkProber10k(b *testing.B) {
+	n := envInt(b, "BERTH_PROBE_BENCH_RESOURCES", 10_000)
+	seconds := envInt(b, "BERTH_PROBE_BENCH_SECONDS", 60)
+	const interval = 10 * time.Second
+	ctx := context.Background()
+
+	addrs := startListeners(b)
+	dbPath := filepath.Join(b.TempDir(), "berth.db")
+	st, err := sqlite.Open(ctx, dbPath, sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	specs := make([]store.ResourceSpec, n)
+	for i := range specs {
+		specs[i] = store.ResourceSpec{Name: "r" + strconv.Itoa(i+1), UserData: map[string]string{"addr": addrs[i%len(addrs)]}}
+	}
+	if _, err := st.PoolSync(ctx, &store.PoolSyncParams{Now: time.Now(), Actor: "bench", Pools: []store.PoolPolicy{{
+		Type: "tcp", LeaseTTL: time.Minute, Janitor: "none", Probe: "tcp", RequireConnected: true, Resources: specs}}}); err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(Options{Store: st, Pools: []Pool{{Type: "tcp", Spec: Spec{TCP: &TCPSpec{Address: "{{.UserData.addr}}"}},
+		Interval: interval, Jitter: DefaultJitter, LeaseTTL: time.Minute}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = p.Run(pctx)
+	}()
+	defer func() {
+		stop()
+		<-done
+	}()
+
+	// oldest is the age of the least recently probed resource, read with
+	// one query on a connection of its own (reading every resource
+	// through the store would cost more than the probing measured).
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	oldest := func() time.Duration {
+		var never int
+		var least sql.NullInt64
+		if err := db.QueryRow("SELECT count(*) - count(health_probe_time), min(health_probe_time) FROM resources").Scan(&never, &least); err != nil {
+			b.Fatal(err)
+		}
+		if never > 0 || !least.Valid {
+			return time.Duration(1<<63 - 1)
+		}
+		return time.Since(time.Unix(0, least.Int64))
+	}
+	warm := time.NewTimer(interval + 2*time.Second)
+	<-warm.C
+	b.ResetTimer()
+	cpu0, wall0 := cpuTime(b), time.Now()
+	var worst time.Duration
+	tick := time.NewTicker(interval / 2)
+	defer tick.Stop()
+	for end := time.After(time.Duration(seconds) * time.Second); ; {
+		select {
+		case <-tick.C:
+			worst = max(worst, oldest())
+			continue
+		case <-end:
+		}
+		break
+	}
+	cpu, wall := cpuTime(b)-cpu0, time.Since(wall0)
+	b.StopTimer()
+	worst = max(worst, oldest())
+	b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "%cpu")
+	b.ReportMetric(worst.Seconds(), "s-oldest-probe")
+	b.ReportMetric(float64(n)/interval.Seconds(), "probes/s")
+	if worst > 2*interval {
+		b.Errorf("a resource went %s without a probe; the bound is two intervals (%s)", worst, 2*interval)
+	}
+}
+
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
+}
+
+// startListeners runs TestScaleListeners in a child process and returns
+// the addresses it listens on.
+func startListeners(b *testing.B) []string {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestScaleListeners$")
+	cmd.Env = append(os.Environ(), "BERTH_PROBE_BENCH_LISTEN=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		in.Close() // the child's signal to stop
+		_ = cmd.Wait()
+	})
+	var addrs []string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "ready" {
+			return addrs
+		}
+		if a, ok := strings.CutPrefix(line, "listening "); ok {
+			addrs = append(addrs, a)
+		}
+	}
+	b.Fatalf("the listener process ended before it was ready: %v", sc.Err())
+	return nil
+}
+
+// TestScaleListeners is BenchmarkProber10k's child process: 100 listeners
+// on 127.0.0.1 to 127.0.0.100 that accept and close every connection,
+// until stdin closes. Without BERTH_PROBE_BENCH_LISTEN it does nothing.
+func TestScaleListeners(t *testing.T) {
+	if os.Getenv("BERTH_PROBE_BENCH_LISTEN") != "1" {
+		t.Skip("the child process of BenchmarkProber10k")
+	}
+	var wg sync.WaitGroup
+	var lns []net.Listener
+	for i := range 100 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		})
+		fmt.Println("listening", ln.Addr())
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, ln := range lns {
+		ln.Close()
+	}
+	wg.Wait()
+}
