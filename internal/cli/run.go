@@ -2,15 +2,11 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -259,35 +255,8 @@ func exitCodeOf(err error) int {
 }
 
 func leaseEnv(l *berth.Lease, r *berth.Resource) []string {
-	env := []string{
-		"BERTH_RESOURCE_NAME=" + r.Name,
-		"BERTH_RESOURCE_TYPE=" + r.Type,
-		"BERTH_LEASE_ID=" + l.ID,
-		fmt.Sprintf("BERTH_LEASE_TOKEN=%d", l.Token),
-	}
-	ud := r.UserData
-	if ud == nil {
-		ud = map[string]string{}
-	}
-	b, _ := json.Marshal(ud)
-	env = append(env, "BERTH_USERDATA="+string(b))
-	for _, k := range slices.Sorted(maps.Keys(ud)) {
-		env = append(env, "BERTH_USERDATA_"+envName(k)+"="+ud[k])
-	}
-	return env
-}
-
-// envName turns a user-data key into the tail of a variable name.
-func envName(k string) string {
-	var b strings.Builder
-	for _, c := range strings.ToUpper(k) {
-		if c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
+	return append([]string{"BERTH_LEASE_ID=" + l.ID, fmt.Sprintf("BERTH_LEASE_TOKEN=%d", l.Token)},
+		berth.ResourceEnv(r.Name, r.Type, r.UserData)...)
 }
 
 // brokerMessage is the broker's own words for err when it has them, without

@@ -46,7 +46,7 @@ func classify(ctx context.Context, err error, stage string) (Reason, string) {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return ReasonConnectionRefused, err.Error()
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return ReasonUnreachable, err.Error()
+		return ReasonNetworkUnreachable, err.Error()
 	case isTLSError(err):
 		return ReasonTLSError, tlsMessage(err)
 	case timedOut:

@@ -41,8 +41,8 @@ func TestClassify(t *testing.T) {
 	}{
 		{"refused", live, dialErr(syscall.ECONNREFUSED), "", ReasonConnectionRefused, "dial tcp 10.0.0.1:22: connect: connection refused"},
 		{"refused beats a timeout after it", timedOut, dialErr(syscall.ECONNREFUSED), "", ReasonConnectionRefused, "dial tcp 10.0.0.1:22: connect: connection refused"},
-		{"no route to host", live, dialErr(syscall.EHOSTUNREACH), "", ReasonUnreachable, "dial tcp 10.0.0.1:22: connect: no route to host"},
-		{"network unreachable", live, dialErr(syscall.ENETUNREACH), "", ReasonUnreachable, "dial tcp 10.0.0.1:22: connect: network is unreachable"},
+		{"no route to host", live, dialErr(syscall.EHOSTUNREACH), "", ReasonNetworkUnreachable, "dial tcp 10.0.0.1:22: connect: no route to host"},
+		{"network unreachable", live, dialErr(syscall.ENETUNREACH), "", ReasonNetworkUnreachable, "dial tcp 10.0.0.1:22: connect: network is unreachable"},
 		{"kernel connect timeout", live, dialErr(syscall.ETIMEDOUT), "", ReasonTimeout, "dial tcp 10.0.0.1:22: connect: connection timed out"},
 		{"i/o deadline", live, &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, "", ReasonTimeout, "read tcp: i/o timeout"},
 		{"probe timeout", timedOut, fmt.Errorf("dial: %w", context.Canceled), "TLS handshake with 10.0.0.1:443", ReasonTimeout,

@@ -2,18 +2,17 @@ package probe
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/berth-ci/berth"
 )
 
 // Bounds of an exec probe's output: the tail kept for the message, and how
@@ -63,48 +62,9 @@ func (c *execChecker) Check(ctx context.Context, t *Target) Result {
 	if argv[0] == "" {
 		return probeError(errors.New(c.command[0].name + ": renders to an empty program name"))
 	}
-	env, err := execEnv(t)
-	if err != nil {
-		return probeError(err)
-	}
+	// berth's environment plus the resource's, as ExecSpec documents.
+	env := append(os.Environ(), berth.ResourceEnv(t.Name, t.Type, t.UserData)...)
 	return runProbeCommand(ctx, argv, env)
-}
-
-// execEnv is berth's environment plus the resource's, as ExecSpec
-// documents. Keys are added in sorted order so that two keys mapping to
-// the same variable (a-b, a_b) give the same result every time.
-func execEnv(t *Target) ([]string, error) {
-	userData := t.UserData
-	if userData == nil {
-		userData = map[string]string{}
-	}
-	js, err := json.Marshal(userData)
-	if err != nil {
-		return nil, fmt.Errorf("user data of %s: %w", t.Name, err)
-	}
-	env := append(os.Environ(),
-		"BERTH_RESOURCE_NAME="+t.Name,
-		"BERTH_RESOURCE_TYPE="+t.Type,
-		"BERTH_USERDATA="+string(js),
-	)
-	for _, k := range slices.Sorted(maps.Keys(userData)) {
-		env = append(env, "BERTH_USERDATA_"+envName(k)+"="+userData[k])
-	}
-	return env, nil
-}
-
-// envName upper-cases key and replaces anything but ASCII letters and
-// digits with "_".
-func envName(key string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z':
-			return r - 'a' + 'A'
-		case r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-			return r
-		}
-		return '_'
-	}, key)
 }
 
 // runProbeCommand runs argv in a process group of its own, with stdout and

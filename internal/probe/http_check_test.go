@@ -340,5 +340,5 @@ func TestHTTPUnreachable(t *testing.T) {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}
 	}}
 	res := httpCheck(t, HTTPSpec{URL: "http://10.0.0.1/"}, env)
-	wantResult(t, res, false, ReasonUnreachable, "GET http://10.0.0.1/: dial tcp: connect: no route to host")
+	wantResult(t, res, false, ReasonNetworkUnreachable, "GET http://10.0.0.1/: dial tcp: connect: no route to host")
 }

@@ -87,10 +87,17 @@ func signalDial(dialing chan struct{}) Env {
 func closedPort(t *testing.T) string {
 	t.Helper()
 	l := flappingListener(t)
+	takeDown(t, l)
+	return l.Addr()
+}
+
+// takeDown takes l down; faultnet waits until the kernel has no
+// listening socket on its port any more.
+func takeDown(t *testing.T, l *faultnet.Listener) {
+	t.Helper()
 	if err := l.Down(); err != nil {
 		t.Fatal(err)
 	}
-	return l.Addr()
 }
 
 // flappingListener is a listener the test can take down and bring back on

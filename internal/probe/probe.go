@@ -34,8 +34,8 @@ const (
 	ReasonExecFailed Reason = "ExecFailed"
 	// ReasonConnectionReset: the connection was reset or closed mid-probe.
 	ReasonConnectionReset Reason = "ConnectionReset"
-	// ReasonUnreachable: no route to the host or network.
-	ReasonUnreachable Reason = "NetworkUnreachable"
+	// ReasonNetworkUnreachable: no route to the host or network.
+	ReasonNetworkUnreachable Reason = "NetworkUnreachable"
 	// ReasonProbeError: the probe could not be made for this resource (a
 	// template names user data the resource lacks, a kubeconfig that does
 	// not parse). The resource's health is Unknown, not Disconnected.
@@ -47,7 +47,7 @@ const (
 // Reasons lists every Reason, for docs, metrics and tests.
 var Reasons = []Reason{
 	ReasonConnectionRefused, ReasonTimeout, ReasonDNSError, ReasonTLSError, ReasonUnauthorized,
-	ReasonHTTPStatus, ReasonExecFailed, ReasonConnectionReset, ReasonUnreachable, ReasonProbeError, ReasonError,
+	ReasonHTTPStatus, ReasonExecFailed, ReasonConnectionReset, ReasonNetworkUnreachable, ReasonProbeError, ReasonError,
 }
 
 // Result is the outcome of one probe.

@@ -302,6 +302,7 @@ func newSwitchServer(t *testing.T, tlsOn bool) *switchServer {
 		w.WriteHeader(int(s.status.Load()))
 		fmt.Fprintln(w, http.StatusText(int(s.status.Load())))
 	}))
+	srv.Config.ErrorLog = discardLog()
 	s.URL = "http://" + srv.Listener.Addr().String()
 	if tlsOn {
 		// Not StartTLS: it installs a certificate of its own, which a
@@ -330,18 +331,25 @@ func toxic(t *testing.T, addr string) *toxiproxy.Proxy {
 	return proxy
 }
 
+// addToxic adds a toxic in both directions: a black hole must also keep
+// the request from the server, or the server's answer and close (probes
+// send "Connection: close") would reach the prober as a reset.
 func addToxic(t *testing.T, p *toxiproxy.Proxy, name, typ string, attrs string) {
 	t.Helper()
-	j := fmt.Sprintf(`{"name":%q,"type":%q,"stream":"downstream","attributes":%s}`, name, typ, attrs)
-	if _, err := p.Toxics.AddToxicJson(strings.NewReader(j)); err != nil {
-		t.Fatal(err)
+	for _, stream := range []string{"upstream", "downstream"} {
+		j := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"attributes":%s}`, name+"-"+stream, typ, stream, attrs)
+		if _, err := p.Toxics.AddToxicJson(strings.NewReader(j)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
 func removeToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
 	t.Helper()
-	if err := p.Toxics.RemoveToxic(context.Background(), name); err != nil {
-		t.Fatal(err)
+	for _, stream := range []string{"upstream", "downstream"} {
+		if err := p.Toxics.RemoveToxic(context.Background(), name+"-"+stream); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -173,3 +173,41 @@ func TestTemplateRender(t *testing.T) {
 		}
 	}
 }
+
+// The plain renderer, which spares text/template's execution for
+// templates of text and plain references, writes what text/template
+// would.
+func TestTemplatePlainMatchesTemplate(t *testing.T) {
+	t.Parallel()
+	target := &Target{Name: "r1", Type: "vm", UserData: map[string]string{"host": "h<&>", "port": "22"}, Labels: map[string]string{"zone": "z"}}
+	for _, c := range []struct {
+		text  string
+		plain bool
+	}{
+		{"{{.UserData.host}}:{{.UserData.port}}", true},
+		{"https://{{.Name}}.{{.Type}}.example/{{.Labels.zone}}?x={{ .UserData.host }}", true},
+		{"{{.Name}}{{.Name}}", true},
+		{"{{.Name | printf \"%s-x\"}}", false},
+		{`{{index .UserData "host"}}`, false},
+		{"{{if .Name}}a{{end}}", false},
+	} {
+		f, err := parseField("probe.x", c.text, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (f.parts != nil) != c.plain {
+			t.Errorf("%q: plain = %v, want %v", c.text, f.parts != nil, c.plain)
+		}
+		got, err := f.render(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want strings.Builder
+		if err := f.tmpl.Execute(&want, target); err != nil {
+			t.Fatal(err)
+		}
+		if got != want.String() {
+			t.Errorf("%q: rendered %q, text/template writes %q", c.text, got, want.String())
+		}
+	}
+}

@@ -40,9 +40,7 @@ func TestTCPFlapping(t *testing.T) {
 	c := compileOK(t, tcpSpec(l.Addr()), Env{})
 	target := &Target{Name: "db-1"}
 	wantResult(t, c.Check(context.Background(), target), true, "", "connected to "+l.Addr())
-	if err := l.Down(); err != nil {
-		t.Fatal(err)
-	}
+	takeDown(t, l)
 	wantResult(t, c.Check(context.Background(), target), false, ReasonConnectionRefused, "dial tcp "+l.Addr()+": connect: connection refused")
 	if err := l.Up(); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,69 @@ type field struct {
 	// check, if set, vets the rendered value ("is it host:port?"): at
 	// Compile for a text without actions, else at every render.
 	check func(string) error
+	// parts, when set, renders the template without text/template: it
+	// is text and plain references ({{.UserData.host}}) only, as nearly
+	// every probe template is. Executing the template took a tenth of
+	// the CPU of probing 10,000 resources.
+	parts []part
+}
+
+// part is a piece of a plain template: literal text, or a reference to a
+// Target field (ref[0] is Name, Type, UserData or Labels; ref[1] the key).
+type part struct {
+	text string
+	ref  []string
+}
+
+// plain returns the parts of a template made only of text and plain
+// field references, or nil.
+func plain(root *parse.ListNode) []part {
+	var parts []part
+	for _, n := range root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			parts = append(parts, part{text: string(n.Text)})
+		case *parse.ActionNode:
+			if len(n.Pipe.Decl) > 0 || len(n.Pipe.Cmds) != 1 || len(n.Pipe.Cmds[0].Args) != 1 {
+				return nil
+			}
+			f, ok := n.Pipe.Cmds[0].Args[0].(*parse.FieldNode)
+			if !ok {
+				return nil
+			}
+			switch {
+			case len(f.Ident) == 1 && (f.Ident[0] == "Name" || f.Ident[0] == "Type"),
+				len(f.Ident) == 2 && (f.Ident[0] == "UserData" || f.Ident[0] == "Labels"):
+				parts = append(parts, part{ref: f.Ident})
+			default:
+				return nil
+			}
+		default:
+			return nil
+		}
+	}
+	return parts
+}
+
+// renderPlain is render for a plain template; the keys it reads have been
+// checked to exist.
+func (f *field) renderPlain(t *Target) string {
+	var b strings.Builder
+	for _, p := range f.parts {
+		switch {
+		case p.ref == nil:
+			b.WriteString(p.text)
+		case p.ref[0] == "Name":
+			b.WriteString(t.Name)
+		case p.ref[0] == "Type":
+			b.WriteString(t.Type)
+		case p.ref[0] == "UserData":
+			b.WriteString(t.UserData[p.ref[1]])
+		default:
+			b.WriteString(t.Labels[p.ref[1]])
+		}
+	}
+	return b.String()
 }
 
 // parseField parses text as the template of the named field. Only .Name,
@@ -46,6 +109,7 @@ func parseField(name, text string, check func(string) error) (*field, error) {
 		return nil, berth.FieldErrorf(name, "template %q: %v", text, err)
 	}
 	f.tmpl = tmpl
+	f.parts = plain(tmpl.Root)
 	return f, nil
 }
 
@@ -142,6 +206,15 @@ func (f *field) render(t *Target) (string, error) {
 		if _, ok := t.Labels[k]; !ok {
 			return "", berth.FieldErrorf(f.name, "resource %s has no label %q", t.Name, k)
 		}
+	}
+	if f.parts != nil {
+		out := f.renderPlain(t)
+		if f.check != nil {
+			if err := f.check(out); err != nil {
+				return "", berth.FieldErrorf(f.name, "resource %s: %v", t.Name, err)
+			}
+		}
+		return out, nil
 	}
 	var b strings.Builder
 	if err := f.tmpl.Execute(&b, t); err != nil {
