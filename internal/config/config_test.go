@@ -59,7 +59,7 @@ func TestProblems(t *testing.T) {
 		{"syntax", "pools: [\n", []string{"invalid YAML"}},
 		{"tab", "pools:\n\t- type: x\n", []string{"line 2: invalid YAML"}},
 		{"unknown field", "pools:\n  - type: vm\n    colour: red\n", []string{"line 3: pools[0].colour: unknown field"}},
-		{"probe address", "pools:\n  - type: vm\n    probe: {tcp: {address: x}}\n", []string{`line 3: pools[0].probe.tcp.address: "x" is not host:port`}},
+		{"probe address", "pools:\n  - type: vm\n    probe: {tcp: {address: x}}\n", []string{"line 3: pools[0].probe.tcp.address: address x: missing port in address"}},
 		{"probe kinds", "pools:\n  - type: vm\n    probe: {tcp: {address: \"x:1\"}, exec: {command: [true]}}\n", []string{"line 3: pools[0].probe: only one probe kind"}},
 		{"probe none", "pools:\n  - type: vm\n    probe: {interval: 1s}\n", []string{"line 3: pools[0].probe: no probe kind set"}},
 		{"probe timing", "pools:\n  - type: vm\n    probe:\n      tcp: {address: \"x:1\"}\n      interval: 5s\n      timeout: 6s\n      connectTimeout: 7s\n" +
