@@ -299,3 +299,45 @@ func TestPostgresProbesOnlyOnLeader(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresWaitReadyOnFollower: with two replicas on PostgreSQL, a
+// wait-ready served by the replica that does not probe still gets the
+// resource probed at once: it asks the leader through the database. The
+// pool probes every 5s and backs off from there, so only that request can
+// make r1 Connected within wait-ready's 4s.
+func TestPostgresWaitReadyOnFollower(t *testing.T) {
+	store := pgtest.StoreURL(t)
+	target := newTCPTarget(t)
+	dir := t.TempDir()
+	cfg := strings.NewReplacer("leaseTTL: 3s", "leaseTTL: 1m", "interval: 200ms", "interval: 5s", "failureThreshold: 2", "failureThreshold: 1",
+		"jitter: 0", "jitter: 0\n      maxBackoff: 1h").Replace(probedConfig(target.Addr()))
+	cfgPath := writeConfig(t, dir, cfg)
+	srvs := []*proc{startServer(t, "--config", cfgPath, "--store", store), startServer(t, "--config", cfgPath, "--store", store)}
+	var follower *proc
+	waitFor(t, "a leader", func() bool {
+		for i, p := range srvs {
+			if st, err := status(t, p.URL); err == nil && st.Leader != "" && st.Leader == st.Replica {
+				follower = srvs[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	out, errOut, code := runCLI(t, follower.URL, nil, "acquire", "--type", "cluster", "--wait", "30s", "--json")
+	if code != 0 {
+		t.Fatalf("acquire: exit %d: %s", code, errOut)
+	}
+	var got struct{ Lease berth.Lease }
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	down(t, target)
+	waitFor(t, "r1 to be Disconnected", func() bool { return health(t, follower.URL).Status == berth.HealthDisconnected })
+	if err := target.Up(); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = runCLI(t, follower.URL, nil, "wait-ready", got.Lease.ID, "--timeout", "4s")
+	if code != 0 {
+		t.Fatalf("wait-ready on the follower: exit %d: %s", code, errOut)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -122,6 +123,7 @@ type Prober struct {
 
 	reload   chan []Pool
 	expedite chan string
+	active   atomic.Bool // Run is running
 
 	// Loop state, touched only by Run's goroutine.
 	pools   map[string]*poolState
@@ -253,8 +255,12 @@ func (p *Prober) SetPools(pools []Pool) error {
 }
 
 // ProbeNow asks for the resource to be probed at once, without its
-// backoff: someone waits for it to come up (berth wait-ready).
+// backoff: someone waits for it to come up (berth wait-ready). It does
+// nothing unless Run runs.
 func (p *Prober) ProbeNow(name string) {
+	if !p.active.Load() {
+		return
+	}
 	select {
 	case p.expedite <- name:
 	default: // the loop is busy with such requests already
@@ -270,6 +276,8 @@ func (p *Prober) Run(ctx context.Context) error {
 		stop()
 		inflight.Wait()
 	}()
+	p.active.Store(true)
+	defer p.active.Store(false)
 	// A new term (this replica leads again): start from the store.
 	p.targets, p.queue, p.pending, p.running = map[string]*target{}, nil, map[string]store.HealthUpdate{}, 0
 	for len(p.results) > 0 {

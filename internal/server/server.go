@@ -180,6 +180,17 @@ func Run(ctx context.Context, opts Options) error {
 			prober.ProbeNow(name)
 		}
 	}
+	if pr, ok := st.(store.ProbeRequester); ok {
+		// The prober runs on the leader, which may be another replica:
+		// ask it through the store (see ListenHandoffs below).
+		lo.ProbeNow = func(name string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := pr.RequestProbe(ctx, name); err != nil {
+				log.Warn("could not ask the leader for a probe", "resource", name, "err", err)
+			}
+		}
+	}
 	eng := lease.New(lo)
 	if pools := opts.Config.ProbePools(); len(pools) > 0 {
 		prober, err = probe.New(probe.Options{Store: st, Clock: opts.Clock, Logger: log.With("loop", "prober"), Pools: pools,
@@ -246,7 +257,17 @@ func Run(ctx context.Context, opts Options) error {
 	if hl, ok := st.(store.HandoffListener); ok {
 		// Handoffs made by other berth processes on the same store wake
 		// the long polls running here.
-		wg.Go(func() { hl.ListenHandoffs(loops, eng.Wake) })
+		wg.Go(func() {
+			hl.ListenHandoffs(loops, func(id string) {
+				if name, ok := strings.CutPrefix(id, store.ProbeRequestPrefix); ok {
+					if prober != nil {
+						prober.ProbeNow(name) // dropped unless this replica probes
+					}
+					return
+				}
+				eng.Wake(id)
+			})
+		})
 	}
 	defer func() {
 		stopLoops()

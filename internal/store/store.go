@@ -90,6 +90,21 @@ type HandoffListener interface {
 	ListenHandoffs(ctx context.Context, fn func(requestID string))
 }
 
+// ProbeRequester is implemented by a store that several berth processes
+// share. A wait for a resource to be ready (WaitReady) may be served by a
+// replica that does not run the probes; it asks the leader, which does,
+// to probe the resource at once.
+type ProbeRequester interface {
+	// RequestProbe asks every process that listens (ListenHandoffs) to
+	// probe the resource at once: their fn receives ProbeRequestPrefix
+	// followed by the resource's name.
+	RequestProbe(ctx context.Context, name string) error
+}
+
+// ProbeRequestPrefix marks a probe request among the request ids that
+// ListenHandoffs delivers; '/' is never in a request id.
+const ProbeRequestPrefix = "probe/"
+
 // Leadership is implemented by a store that several berth processes
 // share, so that background loops (the reaper, and later janitors, probes
 // and dynamic pools) run in exactly one of them at a time.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,7 +15,21 @@ import (
 // other. As SQL: it is spliced into statements, never a parameter.
 const handoffChannel = "'berth_handoff:' || current_schema()"
 
-var _ store.HandoffListener = (*Store)(nil)
+var (
+	_ store.HandoffListener = (*Store)(nil)
+	_ store.ProbeRequester  = (*Store)(nil)
+)
+
+// RequestProbe implements store.ProbeRequester with a notification on the
+// handoff channel, which every replica listens to.
+func (s *Store) RequestProbe(ctx context.Context, name string) error {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, "SELECT pg_notify("+handoffChannel+", $1)", store.ProbeRequestPrefix+name); err != nil {
+		return fmt.Errorf("postgres: request a probe of %s: %w", name, err)
+	}
+	return nil
+}
 
 // ListenHandoffs implements store.HandoffListener with LISTEN on a
 // connection of its own. When that connection fails (the database
