@@ -145,7 +145,7 @@ func (s *Store) Tidy(ctx context.Context) error {
 	// from n_dead_tup: pruning on access lowers n_dead_tup as it frees heap
 	// space, but leaves the dead index entries that slow acquires down.
 	rows, err := s.pool.Query(ctx, `SELECT relname, n_live_tup, n_tup_upd + n_tup_del, n_mod_since_analyze FROM pg_stat_user_tables
-		WHERE relid IN ('resources'::regclass, 'requests'::regclass, 'leases'::regclass)`)
+		WHERE relid IN ('resources'::regclass, 'requests'::regclass, 'leases'::regclass, 'resource_probes'::regclass)`)
 	if err != nil {
 		return fmt.Errorf("postgres: tidy: read table statistics: %w", err)
 	}
@@ -193,7 +193,7 @@ func (s *Store) Tidy(ctx context.Context) error {
 	}
 	// One table at a time, resources first: it is the one acquires read.
 	var work []string
-	for _, table := range []string{"resources", "requests"} {
+	for _, table := range []string{"resources", "requests", "resource_probes"} {
 		if due(table) {
 			work = append(work, "VACUUM "+table)
 		}
@@ -281,8 +281,13 @@ const (
 )
 
 func vacuumThreshold(table string, live int64) int64 {
-	if table == "leases" {
+	switch table {
+	case "leases":
 		return max(vacuumLeasesAfter, live/10)
+	case "resource_probes":
+		// Every probe of every resource updates it, and nothing reads it
+		// in a hot path: once a tenth of it has changed.
+		return max(vacuumAfter, live/10)
 	}
 	return vacuumAfter
 }

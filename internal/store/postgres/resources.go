@@ -68,9 +68,43 @@ type querier interface {
 func (s *Store) ResourceGet(ctx context.Context, name string) (*berth.Resource, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
-	return resourceGet(ctx, s.pool, name)
+	r, err := scanProbedResource(s.pool.QueryRow(ctx, "SELECT "+probedResourceColumns+" FROM "+probedResources+" WHERE r.name = $1", name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get resource %s: %w", name, err)
+	}
+	return r, nil
 }
 
+// probedResourceColumns are resourceColumns of resources r, then the
+// latest probe's time and message from resource_probes p (NULL when the
+// last probe changed the health, which resources holds then).
+var probedResourceColumns = qualified("r", resourceColumns) + ", p.probe_time, p.message"
+
+const probedResources = "resources r LEFT JOIN resource_probes p ON p.name = r.name"
+
+// scanProbedResource scans probedResourceColumns.
+func scanProbedResource(row pgx.Row) (*berth.Resource, error) {
+	var (
+		d       resourceDest
+		probeT  *int64
+		message *string
+	)
+	if err := row.Scan(append(d.dest(), &probeT, &message)...); err != nil {
+		return nil, err
+	}
+	r := d.resource()
+	if probeT != nil && message != nil {
+		r.Health.LastProbeTime = nullTime(probeT)
+		r.Health.Message = *message
+	}
+	return r, nil
+}
+
+// resourceGet reads a resource as its row holds it, without the latest
+// unchanged probe (transactions that act on the resource need no more).
 func resourceGet(ctx context.Context, q querier, name string) (*berth.Resource, error) {
 	r, err := scanResource(q.QueryRow(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = $1", name))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -91,25 +125,25 @@ func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) (
 	)
 	if p.Type != "" {
 		args = append(args, p.Type)
-		where = append(where, fmt.Sprintf("type = $%d", len(args)))
+		where = append(where, fmt.Sprintf("r.type = $%d", len(args)))
 	}
 	if p.State != "" {
 		args = append(args, string(p.State))
-		where = append(where, fmt.Sprintf("state = $%d", len(args)))
+		where = append(where, fmt.Sprintf("r.state = $%d", len(args)))
 	}
 	if p.Health != "" {
 		args = append(args, string(p.Health))
-		where = append(where, fmt.Sprintf("health_status = $%d", len(args)))
+		where = append(where, fmt.Sprintf("r.health_status = $%d", len(args)))
 	}
 	if p.AfterName != "" {
 		args = append(args, p.AfterType, p.AfterName)
-		where = append(where, fmt.Sprintf("(type, name) > ($%d, $%d)", len(args)-1, len(args)))
+		where = append(where, fmt.Sprintf("(r.type, r.name) > ($%d, $%d)", len(args)-1, len(args)))
 	}
-	q := "SELECT " + resourceColumns + " FROM resources"
+	q := "SELECT " + probedResourceColumns + " FROM " + probedResources
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY type, name"
+	q += " ORDER BY r.type, r.name"
 	if p.Limit > 0 {
 		args = append(args, p.Limit)
 		q += fmt.Sprintf(" LIMIT $%d", len(args))
@@ -121,7 +155,7 @@ func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) (
 	defer rows.Close()
 	out := []*berth.Resource{}
 	for rows.Next() {
-		r, err := scanResource(rows)
+		r, err := scanProbedResource(rows)
 		if err != nil {
 			return nil, fmt.Errorf("postgres: list resources: %w", err)
 		}
@@ -257,7 +291,8 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		// must still hold when it acts, though acquires and releases run
 		// meanwhile.
 		existing := map[string]*have{}
-		rows, err := tx.Query(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources FOR UPDATE")
+		// In name order, as health updates lock them (see ResourceHealth).
+		rows, err := tx.Query(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources ORDER BY name FOR UPDATE")
 		if err != nil {
 			return fmt.Errorf("read resources: %w", err)
 		}
@@ -393,6 +428,9 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			ev.add(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
 				From: h.state, Reason: "removed", Actor: p.Actor, Message: "removed from the config"})
 		}
+		if _, err := tx.Exec(ctx, "DELETE FROM resource_probes p WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.name = p.name)"); err != nil {
+			return fmt.Errorf("forget probes of removed resources: %w", err)
+		}
 		return ev.flush(ctx, tx)
 	})
 	if err != nil {
@@ -425,13 +463,16 @@ func syncHealth(ctx context.Context, tx pgx.Tx, ev *events, pools []store.PoolPo
 		if err != nil {
 			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
 		}
+		if _, err := tx.Exec(ctx, "DELETE FROM resource_probes WHERE name IN (SELECT name FROM resources WHERE type = $1)", pool.Type); err != nil {
+			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
+		}
 		for _, r := range resets {
 			ev.add(&berth.Event{Time: t, Resource: r.Name, Type: pool.Type, Kind: berth.EventHealth, From: r.Was,
 				To: string(berth.HealthUnknown), Reason: "NotProbed", Actor: actor, Message: "the pool has no probe in the config"})
 		}
 	}
-	rows, err := tx.Query(ctx, `UPDATE resources SET health_ok = `+healthOKExpr("resources.health_status")+`
-		WHERE health_ok IS DISTINCT FROM `+healthOKExpr("resources.health_status")+`
+	rows, err := tx.Query(ctx, `UPDATE resources SET health_ok = `+healthOKExpr("resources.health_status", "resources")+`
+		WHERE health_ok IS DISTINCT FROM `+healthOKExpr("resources.health_status", "resources")+`
 		RETURNING name, type, health_ok AND state = 'free' AND NOT retiring`)
 	if err != nil {
 		return nil, fmt.Errorf("apply health policies: %w", err)
@@ -455,11 +496,12 @@ func syncHealth(ctx context.Context, tx pgx.Tx, ev *events, pools []store.PoolPo
 
 // healthOKExpr is whether a resource row with health status (a column or
 // a parameter) may be leased under its pool's policy: Connected, or
-// Unknown in a pool that allows it. A resource whose pool has gone
+// Unknown in a pool that allows it; table names the resources row. A
+// resource whose pool has gone
 // (retiring) is never leased anyway.
-func healthOKExpr(status string) string {
+func healthOKExpr(status, table string) string {
 	return `(` + status + ` = 'Connected' OR (` + status + ` = 'Unknown'
-		AND NOT coalesce((SELECT require_connected FROM pools WHERE pools.type = resources.type), false)))`
+		AND NOT coalesce((SELECT require_connected FROM pools WHERE pools.type = ` + table + `.type), false)))`
 }
 
 func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.ResourceSpec, typ, haveType string, userData, labels map[string]string,

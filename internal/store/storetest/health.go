@@ -190,3 +190,46 @@ func testHealthPolicySync(t *testing.T, s store.Store) {
 	sync(t, s, at(6*time.Second), allow)
 	mustLease(t, acquire(t, s, acq{typ: "cluster", now: at(7 * time.Second)}))
 }
+
+// Probe results written while jobs acquire never make an acquire pass over
+// a free Connected resource (PostgreSQL once locked the rows it wrote the
+// probe time into, and acquire skips locked rows).
+func testHealthWritesDoNotHideResources(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, probed("cluster", names(3, "c")...))
+	health(t, s, t0, "cluster", "c1=Connected", "c2=Connected", "c3=Connected")
+	stop := make(chan struct{})
+	writer := make(chan error, 1)
+	go func() {
+		ups := []store.HealthUpdate{}
+		for _, n := range []string{"c1", "c2", "c3"} {
+			ups = append(ups, store.HealthUpdate{Name: n, Type: "cluster", Status: berth.HealthConnected, Message: "ok", LeaseTTL: ttl})
+		}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				writer <- nil
+				return
+			default:
+			}
+			if _, err := s.ResourceHealth(ctx, &store.ResourceHealthParams{Updates: ups, Now: at(time.Duration(i) * time.Millisecond), Actor: "prober"}); err != nil {
+				writer <- err
+				return
+			}
+		}
+	}()
+	for i := range 300 {
+		now := at(time.Second + time.Duration(i)*time.Millisecond)
+		res := acquire(t, s, acq{typ: "cluster", now: now})
+		if res.Lease == nil {
+			close(stop)
+			<-writer
+			t.Fatalf("cycle %d: no lease with three free Connected resources and one job", i)
+		}
+		release(t, s, res.Lease.ID, berth.StateFree, now)
+	}
+	close(stop)
+	if err := <-writer; err != nil {
+		t.Fatal(err)
+	}
+}

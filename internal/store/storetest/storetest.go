@@ -73,6 +73,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"HealthTransitions", testHealthTransitions},
 		{"HealthHandsToWaiter", testHealthHandsToWaiter},
 		{"HealthPolicySync", testHealthPolicySync},
+		{"HealthWritesDoNotHideResources", testHealthWritesDoNotHideResources},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
