@@ -333,7 +333,8 @@ func (c *Config) EnginePools() []lease.Pool {
 		// No janitors in this version: released resources go back to free.
 		lp := lease.Pool{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: lease.JanitorNone}
 		if p.Probe != nil {
-			lp.Probe, lp.RequireConnected = p.Probe.Spec().Kind(), !p.Probe.LeaseUnknown
+			spec := p.Probe.Spec()
+			lp.Probe, lp.RequireConnected, lp.ProbeHash = spec.Kind(), !p.Probe.LeaseUnknown, spec.Hash()
 		}
 		for _, r := range p.Resources {
 			lp.Resources = append(lp.Resources, store.ResourceSpec{Name: r.Name, UserData: r.UserData, Labels: r.Labels})

@@ -341,3 +341,30 @@ func TestPostgresWaitReadyOnFollower(t *testing.T) {
 		t.Fatalf("wait-ready on the follower: exit %d: %s", code, errOut)
 	}
 }
+
+// TestRestartWithNewProbeTarget: a resource Connected at one address is
+// given another address in the config (nothing listens there) and berth is
+// restarted: it keeps no health from the old address, so it is not leased
+// on the strength of a probe of something else.
+func TestRestartWithNewProbeTarget(t *testing.T) {
+	target := newTCPTarget(t)
+	dir := t.TempDir()
+	slow := func(addr string) string { // first probe of a known resource: anywhere in 10s
+		return strings.Replace(probedConfig(addr), "interval: 200ms", "interval: 10s", 1)
+	}
+	cfg := writeConfig(t, dir, probedConfig(target.Addr()))
+	srv := startServer(t, "--config", cfg, "--data", dir)
+	waitFor(t, "r1 to be Connected", func() bool { return health(t, srv.URL).Status == berth.HealthConnected })
+	srv.stop()
+
+	elsewhere := newTCPTarget(t)
+	down(t, elsewhere)
+	cfg = writeConfig(t, dir, slow(elsewhere.Addr()))
+	srv = startServer(t, "--config", cfg, "--data", dir)
+	if h := health(t, srv.URL); h.Status == berth.HealthConnected {
+		t.Fatalf("r1 at a new address is %+v; want it not Connected until probed there", h)
+	}
+	if _, errOut, code := runCLI(t, srv.URL, nil, "acquire", "--type", "cluster"); code != 75 {
+		t.Fatalf("acquire of r1 at an address never probed: exit %d (%s); want 75, nothing leasable", code, errOut)
+	}
+}

@@ -33,7 +33,9 @@ type Pool struct {
 	// resources; otherwise Unknown ones (not probed yet) are leased too.
 	// Disconnected ones never are.
 	RequireConnected bool
-	Resources        []store.ResourceSpec
+	// ProbeHash identifies the probe spec (see store.PoolPolicy).
+	ProbeHash string
+	Resources []store.ResourceSpec
 }
 
 const (
@@ -145,7 +147,7 @@ func (e *Engine) SyncPools(ctx context.Context, pools []Pool, actor string) (*st
 		}
 		m[p.Type] = p
 		policies = append(policies, store.PoolPolicy{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: p.Janitor,
-			Probe: p.Probe, RequireConnected: p.RequireConnected, Resources: p.Resources})
+			Probe: p.Probe, RequireConnected: p.RequireConnected, ProbeHash: p.ProbeHash, Resources: p.Resources})
 	}
 	res, err := e.store.PoolSync(ctx, &store.PoolSyncParams{Pools: policies, Now: e.clock.Now(), Actor: actor})
 	if err != nil {

@@ -137,6 +137,7 @@ type Prober struct {
 type poolState struct {
 	Pool
 	checker Checker
+	hash    string // Spec.Hash
 }
 
 // target is one probed resource.
@@ -205,7 +206,7 @@ func (p *Prober) compile(pools []Pool) (map[string]*poolState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pool %s: %w", pool.Type, err)
 		}
-		out[pool.Type] = &poolState{Pool: pool, checker: c}
+		out[pool.Type] = &poolState{Pool: pool, checker: c, hash: pool.Spec.Hash()}
 	}
 	return out, nil
 }
@@ -390,7 +391,7 @@ func (p *Prober) apply(ctx context.Context, res result) {
 	t.health = next
 	changed := next.Status != was.Status || next.Reason != was.Reason
 	p.pending[t.Name] = store.HealthUpdate{Name: t.Name, Type: pool.Type, Status: next.Status, Reason: next.Reason,
-		Message: next.Message, ProbeTime: res.started, LeaseTTL: pool.LeaseTTL}
+		Message: next.Message, ProbeTime: res.started, LeaseTTL: pool.LeaseTTL, ProbeHash: pool.hash}
 	if changed {
 		p.log.Info("resource health changed", "resource", t.Name, "type", pool.Type, "from", was.Status, "to", next.Status,
 			"reason", next.Reason, "message", next.Message)

@@ -74,7 +74,7 @@ func newRig(t *testing.T, spec Spec, userData map[string]string, edit ...func(*P
 	}
 	pool = pool.WithDefaults()
 	if _, err := st.PoolSync(ctx, &store.PoolSyncParams{Now: t0, Actor: "test", Pools: []store.PoolPolicy{{
-		Type: "cluster", LeaseTTL: time.Minute, Janitor: "none", Probe: spec.Kind(), RequireConnected: true,
+		Type: "cluster", LeaseTTL: time.Minute, Janitor: "none", Probe: spec.Kind(), RequireConnected: true, ProbeHash: spec.Hash(),
 		Resources: []store.ResourceSpec{{Name: "r1", UserData: userData}},
 	}}}); err != nil {
 		t.Fatal(err)
@@ -478,7 +478,7 @@ func TestProberHandsToWaiter(t *testing.T) {
 	r := newRig(t, Spec{TCP: &TCPSpec{Address: l.Addr()}}, nil)
 	eng := lease.New(lease.Options{Store: r.st, Clock: r.clk})
 	if _, err := eng.SyncPools(ctx, []lease.Pool{{Type: "cluster", LeaseTTL: time.Minute, Probe: "tcp", RequireConnected: true,
-		Resources: []store.ResourceSpec{{Name: "r1"}}}}, "test"); err != nil {
+		ProbeHash: r.pool.Spec.Hash(), Resources: []store.ResourceSpec{{Name: "r1"}}}}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	notify := eng.HealthRecorded

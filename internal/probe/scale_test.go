@@ -47,15 +47,16 @@ func BenchmarkProber10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
+	spec := Spec{TCP: &TCPSpec{Address: "{{.UserData.addr}}"}}
 	specs := make([]store.ResourceSpec, n)
 	for i := range specs {
 		specs[i] = store.ResourceSpec{Name: "r" + strconv.Itoa(i+1), UserData: map[string]string{"addr": addrs[i%len(addrs)]}}
 	}
 	if _, err := st.PoolSync(ctx, &store.PoolSyncParams{Now: time.Now(), Actor: "bench", Pools: []store.PoolPolicy{{
-		Type: "tcp", LeaseTTL: time.Minute, Janitor: "none", Probe: "tcp", RequireConnected: true, Resources: specs}}}); err != nil {
+		Type: "tcp", LeaseTTL: time.Minute, Janitor: "none", Probe: "tcp", RequireConnected: true, ProbeHash: spec.Hash(), Resources: specs}}}); err != nil {
 		b.Fatal(err)
 	}
-	p, err := New(Options{Store: st, Pools: []Pool{{Type: "tcp", Spec: Spec{TCP: &TCPSpec{Address: "{{.UserData.addr}}"}},
+	p, err := New(Options{Store: st, Pools: []Pool{{Type: "tcp", Spec: spec,
 		Interval: interval, Jitter: DefaultJitter, LeaseTTL: time.Minute}}})
 	if err != nil {
 		b.Fatal(err)

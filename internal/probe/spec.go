@@ -1,6 +1,9 @@
 package probe
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 
@@ -208,3 +211,15 @@ func (c *compiler) field(name, text string, required bool, check func(string) er
 }
 
 func (c *compiler) err() error { return errors.Join(c.errs...) }
+
+// Hash identifies what the spec probes and where: the store keeps it per
+// pool, so that a change of spec makes the pool's resources Unknown until
+// probed again, and results made with another spec are dropped.
+func (s Spec) Hash() string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "" // a spec of strings, ints and bools always marshals
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}

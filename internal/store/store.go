@@ -143,7 +143,12 @@ type PoolPolicy struct {
 	// RequireConnected: only Connected resources are leased, not Unknown
 	// ones. Disconnected resources are never leased.
 	RequireConnected bool
-	Resources        []ResourceSpec
+	// ProbeHash identifies the probe spec (what is probed, and where).
+	// When it changes, the pool's resources are Unknown until probed
+	// again; so is a resource that moves into the pool or whose user data
+	// or labels change. Probe results made with another spec are dropped.
+	ProbeHash string
+	Resources []ResourceSpec
 }
 
 // ResourceSpec is a resource as the config declares it.
@@ -268,6 +273,10 @@ type HealthUpdate struct {
 	ProbeTime time.Time
 	// LeaseTTL is the lease TTL given to a waiter the resource goes to.
 	LeaseTTL time.Duration
+	// ProbeHash is the PoolPolicy.ProbeHash of the spec the probe was
+	// made with: a result for a pool whose stored spec differs (a
+	// replica with another config leads) is dropped as Missing.
+	ProbeHash string
 }
 
 type ResourceHealthParams struct {

@@ -27,10 +27,11 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 	t := now(p.Now)
 	cols := healthArrays(p.Updates, t)
 	rows, err := s.pool.Query(ctx, `INSERT INTO resource_probes (name, probe_time, message)
-		SELECT u.n, u.pt, u.m FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(pt, n, t, s, r, m)
+		SELECT u.n, u.pt, u.m FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(pt, n, t, s, r, m, h)
 		JOIN resources r ON r.name = u.n AND r.type = u.t AND r.health_status = u.s AND r.health_reason = u.r
+		JOIN pools p ON p.type = u.t AND p.probe_hash = u.h
 		ON CONFLICT (name) DO UPDATE SET probe_time = excluded.probe_time, message = excluded.message
-		RETURNING name`, cols.times, cols.names, cols.types, cols.statuses, cols.reasons, cols.messages)
+		RETURNING name`, cols.times, cols.names, cols.types, cols.statuses, cols.reasons, cols.messages, cols.hashes)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: record probes: %w", err)
 	}
@@ -74,17 +75,18 @@ func cmpString(a, b string) int {
 }
 
 type healthCols struct {
-	times                                     []int64
-	names, types, statuses, reasons, messages []string
+	times                                             []int64
+	names, types, statuses, reasons, messages, hashes []string
 }
 
 func healthArrays(ups []store.HealthUpdate, t time.Time) healthCols {
 	n := len(ups)
 	c := healthCols{times: make([]int64, n), names: make([]string, n), types: make([]string, n),
-		statuses: make([]string, n), reasons: make([]string, n), messages: make([]string, n)}
+		statuses: make([]string, n), reasons: make([]string, n), messages: make([]string, n), hashes: make([]string, n)}
 	for i, u := range ups {
 		c.times[i] = nanos(probed(u, t))
 		c.names[i], c.types[i], c.statuses[i], c.reasons[i], c.messages[i] = u.Name, u.Type, string(u.Status), u.Reason, u.Message
+		c.hashes[i] = u.ProbeHash
 	}
 	return c
 }
@@ -107,11 +109,12 @@ func recordChanges(ctx context.Context, tx pgx.Tx, changes []store.HealthUpdate,
 		}
 	}
 	cols := healthArrays(changes, t)
-	rows, err := tx.Query(ctx, "SELECT name, type, health_status FROM resources WHERE name = ANY($1) ORDER BY name FOR UPDATE", cols.names)
+	rows, err := tx.Query(ctx, `SELECT r.name, r.type, r.health_status, coalesce(p.probe_hash, '') FROM resources r
+		LEFT JOIN pools p ON p.type = r.type WHERE r.name = ANY($1) ORDER BY r.name FOR UPDATE OF r`, cols.names)
 	if err != nil {
 		return fmt.Errorf("lock resources: %w", err)
 	}
-	type was struct{ Name, Type, Status string }
+	type was struct{ Name, Type, Status, Hash string }
 	locked, err := pgx.CollectRows(rows, pgx.RowToStructByPos[was])
 	if err != nil {
 		return fmt.Errorf("lock resources: %w", err)
@@ -122,8 +125,10 @@ func recordChanges(ctx context.Context, tx pgx.Tx, changes []store.HealthUpdate,
 	}
 	var apply []store.HealthUpdate
 	for _, u := range changes {
-		if w, ok := before[u.Name]; !ok || w.Type != u.Type {
-			res.Missing = append(res.Missing, u.Name) // gone, or moved to another pool
+		if w, ok := before[u.Name]; !ok || w.Type != u.Type || w.Hash != u.ProbeHash {
+			// Gone, moved to another pool, or probed by a spec the stored
+			// config no longer has.
+			res.Missing = append(res.Missing, u.Name)
 			continue
 		}
 		apply = append(apply, u)

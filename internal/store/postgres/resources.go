@@ -310,6 +310,20 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return fmt.Errorf("read resources: %w", err)
 		}
 
+		hrows, err := tx.Query(ctx, "SELECT type, probe_hash FROM pools")
+		if err != nil {
+			return fmt.Errorf("read pools: %w", err)
+		}
+		type poolHash struct{ Type, Hash string }
+		hashes, err := pgx.CollectRows(hrows, pgx.RowToStructByPos[poolHash])
+		if err != nil {
+			return fmt.Errorf("read pools: %w", err)
+		}
+		oldHash := map[string]string{}
+		for _, h := range hashes {
+			oldHash[h.Type] = h.Hash
+		}
+		reprobe := map[string]bool{} // resources whose probe target may have changed
 		if _, err := tx.Exec(ctx, "DELETE FROM pools"); err != nil {
 			return fmt.Errorf("clear pools: %w", err)
 		}
@@ -325,8 +339,8 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if janitor == "" {
 				janitor = "none"
 			}
-			if _, err := tx.Exec(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected) VALUES ($1, $2, $3, $4, $5)",
-				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected); err != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected, probe_hash) VALUES ($1, $2, $3, $4, $5, $6)",
+				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected, pool.ProbeHash); err != nil {
 				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
 			}
 			for _, spec := range pool.Resources {
@@ -336,8 +350,12 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
 					continue
 				}
-				if err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.retiring, t, p.Actor); err != nil {
+				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.retiring, t, p.Actor)
+				if err != nil {
 					return err
+				}
+				if changed {
+					reprobe[spec.Name] = true
 				}
 				if h.typ != pool.Type && h.state == string(berth.StateFree) && !h.leased && !h.retiring {
 					// Free, and now in a pool whose requests may wait.
@@ -349,7 +367,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return err
 		}
 		added = append(added, moved...)
-		healthy, err := syncHealth(ctx, tx, ev, p.Pools, t, p.Actor)
+		healthy, err := syncHealth(ctx, tx, ev, p.Pools, oldHash, reprobe, t, p.Actor)
 		if err != nil {
 			return err
 		}
@@ -444,17 +462,28 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 // keep them out of use for ever), and health_ok is brought in line with
 // each pool's policy. It returns the free resources that became leasable,
 // for the waiters. The caller holds every resource row's lock.
-func syncHealth(ctx context.Context, tx pgx.Tx, ev *events, pools []store.PoolPolicy, t time.Time, actor string) ([]newResource, error) {
+func syncHealth(ctx context.Context, tx pgx.Tx, ev *events, pools []store.PoolPolicy, oldHash map[string]string, reprobe map[string]bool,
+	t time.Time, actor string) ([]newResource, error) {
 	ttl := map[string]time.Duration{}
 	for _, pool := range pools {
 		ttl[pool.Type] = pool.LeaseTTL
+		reason, msg := "NotProbed", "the pool has no probe in the config"
 		if pool.Probe != "" {
+			reason, msg = "ProbeChanged", "what is probed changed in the config (the probe, the pool, the user data or labels); probing again"
+		}
+		whole := pool.Probe == "" || oldHash[pool.Type] != pool.ProbeHash
+		var only []string // when not the whole pool
+		for n := range reprobe {
+			only = append(only, n)
+		}
+		if !whole && len(only) == 0 {
 			continue
 		}
 		rows, err := tx.Query(ctx, `UPDATE resources r SET health_status = 'Unknown', health_reason = '', health_message = '',
 			health_transition_time = $1 FROM resources old
 			WHERE r.name = old.name AND r.type = $2 AND (r.health_status <> 'Unknown' OR r.health_reason <> '')
-			RETURNING r.name, old.health_status`, nanos(t), pool.Type)
+				AND ($3 OR r.name = ANY($4))
+			RETURNING r.name, old.health_status`, nanos(t), pool.Type, whole, only)
 		if err != nil {
 			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
 		}
@@ -463,12 +492,14 @@ func syncHealth(ctx context.Context, tx pgx.Tx, ev *events, pools []store.PoolPo
 		if err != nil {
 			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
 		}
-		if _, err := tx.Exec(ctx, "DELETE FROM resource_probes WHERE name IN (SELECT name FROM resources WHERE type = $1)", pool.Type); err != nil {
-			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
-		}
+		var cleared []string
 		for _, r := range resets {
+			cleared = append(cleared, r.Name)
 			ev.add(&berth.Event{Time: t, Resource: r.Name, Type: pool.Type, Kind: berth.EventHealth, From: r.Was,
-				To: string(berth.HealthUnknown), Reason: "NotProbed", Actor: actor, Message: "the pool has no probe in the config"})
+				To: string(berth.HealthUnknown), Reason: reason, Actor: actor, Message: msg})
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM resource_probes WHERE name = ANY($1)", cleared); err != nil {
+			return nil, fmt.Errorf("reset health of %s: %w", pool.Type, err)
 		}
 	}
 	rows, err := tx.Query(ctx, `UPDATE resources SET health_ok = `+healthOKExpr("resources.health_status", "resources")+`
@@ -504,8 +535,10 @@ func healthOKExpr(status, table string) string {
 		AND NOT coalesce((SELECT require_connected FROM pools WHERE pools.type = ` + table + `.type), false)))`
 }
 
+// syncExisting brings a resource in line with the config and says
+// whether anything changed.
 func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.ResourceSpec, typ, haveType string, userData, labels map[string]string,
-	retiring bool, t time.Time, actor string) error {
+	retiring bool, t time.Time, actor string) (bool, error) {
 	if userData == nil {
 		userData = map[string]string{}
 	}
@@ -519,11 +552,11 @@ func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.Resourc
 	// TTL it was granted with and its own type, so the holder sees no
 	// change, and when it is released it goes to the new pool's waiters.
 	if maps.Equal(merged, userData) && maps.Equal(newLabels, labels) && typ == haveType && !retiring {
-		return nil
+		return false, nil
 	}
 	if _, err := tx.Exec(ctx, "UPDATE resources SET type = $1, user_data = $2, labels = $3, retiring = false WHERE name = $4",
 		typ, merged, newLabels, spec.Name); err != nil {
-		return fmt.Errorf("update resource %s: %w", spec.Name, err)
+		return false, fmt.Errorf("update resource %s: %w", spec.Name, err)
 	}
 	msg := "user data or labels changed in the config"
 	if typ != haveType {
@@ -533,7 +566,7 @@ func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.Resourc
 		msg = "back in the config; no longer retiring"
 	}
 	ev.add(&berth.Event{Time: t, Resource: spec.Name, Type: typ, Kind: berth.EventConfig, Reason: "updated", Actor: actor, Message: msg})
-	return nil
+	return true, nil
 }
 
 func typesWithRequests(ctx context.Context, tx pgx.Tx) (map[string]bool, error) {

@@ -33,9 +33,12 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 			if recorded[u.Name] {
 				continue
 			}
-			var typ, was string
-			err = tx.QueryRowContext(ctx, "SELECT type, health_status FROM resources WHERE name = ?", u.Name).Scan(&typ, &was)
-			if errors.Is(err, sql.ErrNoRows) || err == nil && typ != u.Type {
+			var typ, was, hash string
+			err = tx.QueryRowContext(ctx, `SELECT r.type, r.health_status, coalesce(p.probe_hash, '') FROM resources r
+				LEFT JOIN pools p ON p.type = r.type WHERE r.name = ?`, u.Name).Scan(&typ, &was, &hash)
+			// Gone, moved to another pool, or probed by a spec the stored
+			// config no longer has.
+			if errors.Is(err, sql.ErrNoRows) || err == nil && (typ != u.Type || hash != u.ProbeHash) {
 				res.Missing = append(res.Missing, u.Name)
 				continue
 			}
@@ -103,12 +106,13 @@ func recordProbes(ctx context.Context, tx *wtx, ups []store.HealthUpdate, t time
 		ups = ups[len(part):]
 		args := make([]any, 0, 6*len(part))
 		for _, u := range part {
-			args = append(args, nanos(probed(u, t)), u.Message, u.Name, u.Type, string(u.Status), u.Reason)
+			args = append(args, nanos(probed(u, t)), u.Message, u.Name, u.Type, string(u.Status), u.Reason, u.ProbeHash)
 		}
 		rows, err := tx.QueryContext(ctx, `UPDATE resources SET health_probe_time = v.column1, health_message = v.column2
-			FROM (VALUES `+rows("(?, ?, ?, ?, ?, ?)", len(part))+`) AS v
+			FROM (VALUES `+rows("(?, ?, ?, ?, ?, ?, ?)", len(part))+`) AS v
 			WHERE resources.name = v.column3 AND resources.type = v.column4
 				AND resources.health_status = v.column5 AND resources.health_reason = v.column6
+				AND EXISTS (SELECT 1 FROM pools WHERE pools.type = v.column4 AND pools.probe_hash = v.column7)
 			RETURNING resources.name`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("record probes: %w", err)

@@ -259,6 +259,24 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return fmt.Errorf("read resources: %w", err)
 		}
 
+		oldHash := map[string]string{}
+		hrows, err := tx.QueryContext(ctx, "SELECT type, probe_hash FROM pools")
+		if err != nil {
+			return fmt.Errorf("read pools: %w", err)
+		}
+		for hrows.Next() {
+			var typ, h string
+			if err := hrows.Scan(&typ, &h); err != nil {
+				hrows.Close()
+				return fmt.Errorf("read pools: %w", err)
+			}
+			oldHash[typ] = h
+		}
+		hrows.Close()
+		if err := hrows.Err(); err != nil {
+			return fmt.Errorf("read pools: %w", err)
+		}
+		reprobe := map[string]bool{} // resources whose probe target may have changed
 		if _, err := tx.ExecContext(ctx, "DELETE FROM pools"); err != nil {
 			return fmt.Errorf("clear pools: %w", err)
 		}
@@ -279,8 +297,8 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if janitor == "" {
 				janitor = "none"
 			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected) VALUES (?, ?, ?, ?, ?)",
-				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected); err != nil {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected, probe_hash) VALUES (?, ?, ?, ?, ?, ?)",
+				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected, pool.ProbeHash); err != nil {
 				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
 			}
 			for _, spec := range pool.Resources {
@@ -290,8 +308,12 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
 					continue
 				}
-				if err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.leased, h.retiring, t, p.Actor); err != nil {
+				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.leased, h.retiring, t, p.Actor)
+				if err != nil {
 					return err
+				}
+				if changed {
+					reprobe[spec.Name] = true
 				}
 				if h.typ != pool.Type && h.state == string(berth.StateFree) && !h.leased && !h.retiring {
 					// Free, and now in a pool whose requests may wait.
@@ -303,7 +325,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return err
 		}
 		added = append(added, moved...)
-		healthy, err := syncHealth(ctx, tx, ev, p.Pools, t, p.Actor)
+		healthy, err := syncHealth(ctx, tx, ev, p.Pools, oldHash, reprobe, t, p.Actor)
 		if err != nil {
 			return err
 		}
@@ -408,25 +430,30 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 // keep them out of use for ever), and health_ok is brought in line with
 // each pool's policy. It returns the free resources that became leasable,
 // for the waiters.
-func syncHealth(ctx context.Context, tx *wtx, ev *eventWriter, pools []store.PoolPolicy, t time.Time, actor string) ([]newResource, error) {
+func syncHealth(ctx context.Context, tx *wtx, ev *eventWriter, pools []store.PoolPolicy, oldHash map[string]string, reprobe map[string]bool,
+	t time.Time, actor string) ([]newResource, error) {
 	ttl := map[string]time.Duration{}
 	for _, pool := range pools {
 		ttl[pool.Type] = pool.LeaseTTL
+		reason, msg := "NotProbed", "the pool has no probe in the config"
 		if pool.Probe != "" {
-			continue
+			reason, msg = "ProbeChanged", "what is probed changed in the config (the probe, the pool, the user data or labels); probing again"
 		}
 		rows, err := tx.QueryContext(ctx, "SELECT name, health_status FROM resources WHERE type = ? AND (health_status <> 'Unknown' OR health_reason <> '')", pool.Type)
 		if err != nil {
 			return nil, fmt.Errorf("read health of %s: %w", pool.Type, err)
 		}
 		var names, was []string
+		whole := pool.Probe == "" || oldHash[pool.Type] != pool.ProbeHash
 		for rows.Next() {
 			var n, st string
 			if err := rows.Scan(&n, &st); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("read health of %s: %w", pool.Type, err)
 			}
-			names, was = append(names, n), append(was, st)
+			if whole || reprobe[n] {
+				names, was = append(names, n), append(was, st)
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -438,7 +465,7 @@ func syncHealth(ctx context.Context, tx *wtx, ev *eventWriter, pools []store.Poo
 				return nil, fmt.Errorf("reset health of %s: %w", n, err)
 			}
 			if err := ev.write(&berth.Event{Time: t, Resource: n, Type: pool.Type, Kind: berth.EventHealth, From: was[i],
-				To: string(berth.HealthUnknown), Reason: "NotProbed", Actor: actor, Message: "the pool has no probe in the config"}); err != nil {
+				To: string(berth.HealthUnknown), Reason: reason, Actor: actor, Message: msg}); err != nil {
 				return nil, err
 			}
 		}
@@ -474,11 +501,13 @@ func syncHealth(ctx context.Context, tx *wtx, ev *eventWriter, pools []store.Poo
 const healthOKExpr = `(health_status = 'Connected' OR (health_status = 'Unknown'
 	AND NOT coalesce((SELECT require_connected FROM pools WHERE pools.type = resources.type), 0)))`
 
+// syncExisting brings a resource in line with the config and says
+// whether anything changed.
 func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.ResourceSpec, typ, haveType, userData, labels string,
-	leased, retiring bool, t time.Time, actor string) error {
+	leased, retiring bool, t time.Time, actor string) (bool, error) {
 	var ud map[string]string
 	if err := json.Unmarshal([]byte(userData), &ud); err != nil {
-		return fmt.Errorf("resource %s: user data: %w", spec.Name, err)
+		return false, fmt.Errorf("resource %s: user data: %w", spec.Name, err)
 	}
 	if ud == nil {
 		ud = map[string]string{}
@@ -492,11 +521,11 @@ func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.Reso
 	// change, and when it is released it goes to the new pool's waiters.
 	newType := typ
 	if newUD == mustJSON(ud) && newLabels == canonical(labels) && newType == haveType && !retiring {
-		return nil
+		return false, nil
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE resources SET type = ?, user_data = ?, labels = ?, retiring = 0 WHERE name = ?",
 		newType, newUD, newLabels, spec.Name); err != nil {
-		return fmt.Errorf("update resource %s: %w", spec.Name, err)
+		return false, fmt.Errorf("update resource %s: %w", spec.Name, err)
 	}
 	msg := "user data or labels changed in the config"
 	if newType != haveType {
@@ -505,7 +534,7 @@ func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.Reso
 	if retiring {
 		msg = "back in the config; no longer retiring"
 	}
-	return ev.write(&berth.Event{Time: t, Resource: spec.Name, Type: newType, Kind: berth.EventConfig, Reason: "updated", Actor: actor, Message: msg})
+	return true, ev.write(&berth.Event{Time: t, Resource: spec.Name, Type: newType, Kind: berth.EventConfig, Reason: "updated", Actor: actor, Message: msg})
 }
 
 // canonical re-marshals a JSON object so that comparisons ignore formatting.

@@ -233,3 +233,54 @@ func testHealthWritesDoNotHideResources(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 }
+
+// What is probed changing (the pool's spec, the pool a resource is in,
+// its user data or labels) makes the resource Unknown until probed again;
+// results made with another spec than the stored one are dropped.
+func testHealthReprobe(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	spec := func(hash string, rs ...store.ResourceSpec) store.PoolPolicy {
+		p := probed("cluster", rs...)
+		p.ProbeHash = hash
+		return p
+	}
+	c1 := store.ResourceSpec{Name: "c1", UserData: map[string]string{"addr": "a:1"}}
+	c2 := store.ResourceSpec{Name: "c2"}
+	sync(t, s, t0, spec("h1", c1, c2))
+	result := func(now time.Time, hash string, names ...string) *store.ResourceHealthResult {
+		var ups []store.HealthUpdate
+		for _, n := range names {
+			ups = append(ups, store.HealthUpdate{Name: n, Type: "cluster", Status: berth.HealthConnected, Message: "ok", LeaseTTL: ttl, ProbeHash: hash})
+		}
+		res, err := s.ResourceHealth(ctx, &store.ResourceHealthParams{Updates: ups, Now: now, Actor: "prober"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	result(at(time.Second), "h1", "c1", "c2")
+	c1.UserData = map[string]string{"addr": "b:1"}
+	sync(t, s, at(2*time.Second), spec("h1", c1, c2))
+	if h1, h2 := get(t, s, "c1").Health, get(t, s, "c2").Health; h1.Status != berth.HealthUnknown || h1.Reason != "" || h2.Status != berth.HealthConnected {
+		t.Fatalf("after c1's user data changed: c1 %+v, c2 %+v", h1, h2)
+	}
+	if got := healthEvents(t, s, "c1"); !slices.Equal(got, []string{"Unknown>Connected/", "Connected>Unknown/ProbeChanged"}) {
+		t.Fatalf("c1's health events: %v", got)
+	}
+	sync(t, s, at(3*time.Second), spec("h2", c1, c2))
+	if h2 := get(t, s, "c2").Health; h2.Status != berth.HealthUnknown {
+		t.Fatalf("c2 after the pool's probe changed: %+v", h2)
+	}
+	if res := result(at(4*time.Second), "h1", "c1", "c2"); len(res.Changed) != 0 || len(res.Missing) != 2 {
+		t.Fatalf("results of the old spec: %+v; want both dropped", res)
+	}
+	if res := result(at(5*time.Second), "h2", "c1", "c2"); len(res.Changed) != 2 {
+		t.Fatalf("results of the new spec: %+v; want both recorded", res)
+	}
+	moved := probed("rack", c2)
+	moved.ProbeHash = "h2"
+	sync(t, s, at(6*time.Second), spec("h2", c1), moved)
+	if h2 := get(t, s, "c2").Health; h2.Status != berth.HealthUnknown {
+		t.Fatalf("c2 after it moved to another pool: %+v", h2)
+	}
+}

@@ -74,6 +74,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"HealthHandsToWaiter", testHealthHandsToWaiter},
 		{"HealthPolicySync", testHealthPolicySync},
 		{"HealthWritesDoNotHideResources", testHealthWritesDoNotHideResources},
+		{"HealthReprobe", testHealthReprobe},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
