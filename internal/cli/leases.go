@@ -77,10 +77,17 @@ func (a *acquireFlags) params(e *env) (client.AcquireParams, error) {
 func acquireError(err error, p client.AcquireParams) error {
 	switch berth.ErrorCodeOf(err) {
 	case berth.EExhausted:
-		if p.Wait > 0 {
-			return infraErrorf("no %s resource became free within %s", p.Type, p.Wait)
+		// In a probed pool the broker says "free … is Connected": keep
+		// that, so that the job's log says why free resources were not
+		// given.
+		what := "free"
+		if strings.Contains(brokerMessage(err), "is Connected") {
+			what = "free and Connected"
 		}
-		return infraErrorf("no %s resource is free (use --wait to wait for one)", p.Type)
+		if p.Wait > 0 {
+			return infraErrorf("no %s resource became %s within %s", p.Type, what, p.Wait)
+		}
+		return infraErrorf("no %s resource is %s (use --wait to wait for one)", p.Type, what)
 	case berth.EInvalid, berth.EUnknownType:
 		return &exitError{code: ExitUsage, err: err}
 	case berth.EInternal:

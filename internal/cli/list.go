@@ -33,11 +33,11 @@ func (e *env) poolsCommand() *cobra.Command {
 				return e.printJSON(ps)
 			}
 			t := newTable(e.stdout)
-			t.row("TYPE", "TOTAL", "FREE", "BUSY", "DIRTY", "CLEANING", "QUARANTINED", "WAITING",
+			t.row("TYPE", "TOTAL", "FREE", "LEASABLE", "BUSY", "DIRTY", "CLEANING", "QUARANTINED", "WAITING",
 				"PROBE", "CONNECTED", "DISCONNECTED", "UNKNOWN", "LEASE TTL", "JANITOR")
 			for _, p := range ps {
 				t.row(p.Type, strconv.Itoa(p.Total),
-					strconv.Itoa(p.States[berth.StateFree]), strconv.Itoa(p.States[berth.StateBusy]),
+					strconv.Itoa(p.States[berth.StateFree]), strconv.Itoa(p.Leasable), strconv.Itoa(p.States[berth.StateBusy]),
 					strconv.Itoa(p.States[berth.StateDirty]), strconv.Itoa(p.States[berth.StateCleaning]),
 					strconv.Itoa(p.States[berth.StateQuarantined]), strconv.Itoa(p.Waiters),
 					dash(p.Probe), strconv.Itoa(p.Health[berth.HealthConnected]), strconv.Itoa(p.Health[berth.HealthDisconnected]),

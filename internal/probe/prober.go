@@ -98,7 +98,7 @@ type Options struct {
 	// status or reason is written at once.
 	FlushInterval time.Duration
 	// ResyncInterval is how often the list of resources is read again;
-	// default 30s. SetPools reads it at once.
+	// default 30s.
 	ResyncInterval time.Duration
 	// MaxConcurrent caps the probes in flight; default 1024.
 	MaxConcurrent int
@@ -121,7 +121,6 @@ type Prober struct {
 	log   *slog.Logger
 	rand  func() float64
 
-	reload   chan []Pool
 	expedite chan string
 	active   atomic.Bool // Run is running
 
@@ -130,6 +129,10 @@ type Prober struct {
 	targets map[string]*target
 	queue   queue
 	pending map[string]store.HealthUpdate
+	// urgent: pending holds a change of health, to be written as soon as
+	// the results at hand are applied.
+	urgent  bool
+	applied []applied // for OnResult
 	running int
 	results chan result
 }
@@ -168,8 +171,8 @@ type result struct {
 func New(opts Options) (*Prober, error) {
 	p := &Prober{
 		opts: opts, clock: opts.Clock, log: opts.Logger, rand: opts.Rand,
-		reload: make(chan []Pool, 1), expedite: make(chan string, 64),
-		targets: map[string]*target{}, pending: map[string]store.HealthUpdate{},
+		expedite: make(chan string, 64),
+		targets:  map[string]*target{}, pending: map[string]store.HealthUpdate{},
 	}
 	if p.clock == nil {
 		p.clock = clockwork.NewRealClock()
@@ -229,31 +232,18 @@ func (p *Prober) dialer(d, timeout time.Duration) func(ctx context.Context, netw
 		defer timer.Stop()
 		c, err := nd.DialContext(dctx, network, address)
 		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(dctx), errConnectTimeout) {
-			return nil, fmt.Errorf("dial %s %s: no connection within the connect timeout of %s: %w", network, address, d, ErrTimeout)
+			return nil, &connectTimeoutError{fmt.Sprintf("dial %s %s: no connection within the connect timeout of %s", network, address, d)}
 		}
 		return c, err
 	}
 }
 
-// SetPools replaces the probed pools (after a config reload); the
-// resources are read again at once.
-func (p *Prober) SetPools(pools []Pool) error {
-	if _, err := p.compile(pools); err != nil {
-		return err
-	}
-	for {
-		select {
-		case p.reload <- pools:
-			return nil
-		default:
-			// Replace a reload the loop has not taken yet.
-			select {
-			case <-p.reload:
-			default:
-			}
-		}
-	}
-}
+// connectTimeoutError is a dial cut off by the connect timeout: it is
+// ErrTimeout, in words that say which timeout.
+type connectTimeoutError struct{ msg string }
+
+func (e *connectTimeoutError) Error() string        { return e.msg }
+func (e *connectTimeoutError) Is(target error) bool { return target == ErrTimeout }
 
 // ProbeNow asks for the resource to be probed at once, without its
 // backoff: someone waits for it to come up (berth wait-ready). It does
@@ -281,6 +271,7 @@ func (p *Prober) Run(ctx context.Context) error {
 	defer p.active.Store(false)
 	// A new term (this replica leads again): start from the store.
 	p.targets, p.queue, p.pending, p.running = map[string]*target{}, nil, map[string]store.HealthUpdate{}, 0
+	p.urgent, p.applied = false, nil
 	for len(p.results) > 0 {
 		<-p.results
 	}
@@ -311,14 +302,19 @@ func (p *Prober) Run(ctx context.Context) error {
 		case r := <-p.results:
 			p.running--
 			p.apply(ctx, r)
+			// A change is written at once, but together with the others
+			// of a burst (10,000 resources coming up): when no other
+			// result is waiting to be applied.
+			if p.urgent && (len(p.results) == 0 || len(p.pending) >= maxPending) {
+				p.flush(ctx)
+				p.urgent = false
+			}
+			if !p.urgent {
+				p.report()
+			}
 		case <-flush.Chan():
 			p.flush(ctx)
 		case <-resync.Chan():
-			p.resync(ctx)
-		case pools := <-p.reload:
-			if ps, err := p.compile(pools); err == nil {
-				p.pools = ps
-			}
 			p.resync(ctx)
 		case name := <-p.expedite:
 			switch t, ok := p.targets[name]; {
@@ -376,6 +372,10 @@ func (p *Prober) apply(ctx context.Context, res result) {
 			next.Message = r.Message
 		case t.succ >= pool.SuccessThreshold:
 			next.Status, next.Reason, next.Message = berth.HealthConnected, "", r.Message
+		case was.Status == berth.HealthDisconnected:
+			// The reason stands until the threshold; the message says
+			// what the latest probe found.
+			next.Message = fmt.Sprintf("%s (success %d of the %d in a row that make it Connected)", r.Message, t.succ, pool.SuccessThreshold)
 		}
 	case r.Reason == ReasonProbeError:
 		// The probe cannot be made for this resource: no threshold makes
@@ -384,8 +384,11 @@ func (p *Prober) apply(ctx context.Context, res result) {
 		next.Status, next.Reason, next.Message = berth.HealthUnknown, string(r.Reason), r.Message
 	default:
 		t.succ, t.fail = 0, t.fail+1
-		if was.Status == berth.HealthDisconnected || t.fail >= pool.FailureThreshold {
+		switch {
+		case was.Status == berth.HealthDisconnected || t.fail >= pool.FailureThreshold:
 			next.Status, next.Reason, next.Message = berth.HealthDisconnected, string(r.Reason), r.Message
+		case was.Status == berth.HealthConnected:
+			next.Message = fmt.Sprintf("%s: %s (failure %d of the %d in a row that make it Disconnected)", r.Reason, r.Message, t.fail, pool.FailureThreshold)
 		}
 	}
 	t.health = next
@@ -396,13 +399,33 @@ func (p *Prober) apply(ctx context.Context, res result) {
 		p.log.Info("resource health changed", "resource", t.Name, "type", pool.Type, "from", was.Status, "to", next.Status,
 			"reason", next.Reason, "message", next.Message)
 	}
-	if changed || len(p.pending) >= 1000 {
+	if changed {
+		p.urgent = true
+	} else if len(p.pending) >= maxPending {
 		p.flush(ctx)
 	}
 	p.schedule(t, res.started)
 	if p.opts.OnResult != nil {
-		p.opts.OnResult(t.Name, r, t.health)
+		p.applied = append(p.applied, applied{t.Name, r, t.health})
 	}
+}
+
+// maxPending is how many results may wait to be written.
+const maxPending = 1000
+
+type applied struct {
+	name   string
+	r      Result
+	health berth.Health
+}
+
+// report tells OnResult of the results applied, and written if they
+// changed anything.
+func (p *Prober) report() {
+	for _, a := range p.applied {
+		p.opts.OnResult(a.name, a.r, a.health)
+	}
+	p.applied = p.applied[:0]
 }
 
 // schedule queues t's next probe: an Interval after the last one started,

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -545,4 +546,38 @@ func TestProberKubernetes(t *testing.T) {
 	removeToxic(t, proxy, "hole")
 	r.until(berth.HealthConnected, false)
 	r.wantTransitions(up, "Connected>Disconnected/HTTPStatus", back, "Connected>Disconnected/Timeout", back)
+}
+
+// The prober's dialer gives up after the connect timeout on its clock,
+// with an error that is ErrTimeout and says which timeout ran out.
+func TestProberConnectTimeout(t *testing.T) {
+	t.Parallel()
+	clk := clockwork.NewFakeClockAt(t0)
+	p, err := New(Options{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := p.dialer(time.Second, 2*time.Second)
+	addr := blackHole(t)
+	got := make(chan error, 1)
+	go func() {
+		c, err := dial(context.Background(), "tcp", addr)
+		if c != nil {
+			c.Close()
+		}
+		got <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, 1); err != nil { // the connect timeout's timer
+		t.Fatal(err)
+	}
+	clk.Advance(time.Second)
+	err = recv(t, got, "the dial's end")
+	if !errors.Is(err, ErrTimeout) || err.Error() != "dial tcp "+addr+": no connection within the connect timeout of 1s" {
+		t.Fatalf("dial into a black hole: %v; want the connect timeout", err)
+	}
+	if reason, msg := classify(context.Background(), err, ""); reason != ReasonTimeout || strings.Contains(msg, "probe timed out") {
+		t.Fatalf("classified as %s: %q; want Timeout, in the dial's words", reason, msg)
+	}
 }

@@ -59,8 +59,9 @@ func TestTCPBlackHole(t *testing.T) {
 	wantResult(t, res, false, ReasonTimeout, "dial tcp "+addr+": no answer within the probe timeout")
 }
 
-// TestTCPConnectTimeout: the prober's dialer gives up on its connect
-// timeout (before the probe's), with an error that wraps ErrTimeout.
+// TestTCPConnectTimeout: a dial that fails with an error wrapping
+// ErrTimeout, as the prober's dialer does at its connect timeout (a stub
+// here; TestProberConnectTimeout tests the real one), is a Timeout.
 func TestTCPConnectTimeout(t *testing.T) {
 	t.Parallel()
 	giveUp := make(chan struct{})

@@ -180,12 +180,14 @@ func recordChanges(ctx context.Context, tx pgx.Tx, changes []store.HealthUpdate,
 				return err
 			}
 		}
+		// Only where a request waits: 10,000 resources coming up must not
+		// cost a read each.
+		if !waiting[before[a.Name].Type] {
+			continue
+		}
 		r, err := resourceGet(ctx, tx, a.Name)
 		if err != nil {
 			return err
-		}
-		if !waiting[r.Type] {
-			continue
 		}
 		h, err := handoff(ctx, tx, ev, r, t, ttl[a.Name], actor)
 		if err != nil {
