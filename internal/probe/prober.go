@@ -387,7 +387,7 @@ func (p *Prober) apply(ctx context.Context, res result) {
 		switch {
 		case was.Status == berth.HealthDisconnected || t.fail >= pool.FailureThreshold:
 			next.Status, next.Reason, next.Message = berth.HealthDisconnected, string(r.Reason), r.Message
-		case was.Status == berth.HealthConnected:
+		default: // Connected or Unknown: say what the latest probe found
 			next.Message = fmt.Sprintf("%s: %s (failure %d of the %d in a row that make it Disconnected)", r.Reason, r.Message, t.fail, pool.FailureThreshold)
 		}
 	}

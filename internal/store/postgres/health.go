@@ -26,11 +26,12 @@ func (s *Store) ResourceHealth(ctx context.Context, p *store.ResourceHealthParam
 	defer cancel()
 	t := now(p.Now)
 	cols := healthArrays(p.Updates, t)
-	rows, err := s.pool.Query(ctx, `INSERT INTO resource_probes (name, probe_time, message)
-		SELECT u.n, u.pt, u.m FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(pt, n, t, s, r, m, h)
+	rows, err := s.pool.Query(ctx, `INSERT INTO resource_probes (name, status, reason, probe_time, message)
+		SELECT u.n, u.s, u.r, u.pt, u.m FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(pt, n, t, s, r, m, h)
 		JOIN resources r ON r.name = u.n AND r.type = u.t AND r.health_status = u.s AND r.health_reason = u.r
 		JOIN pools p ON p.type = u.t AND p.probe_hash = u.h
-		ON CONFLICT (name) DO UPDATE SET probe_time = excluded.probe_time, message = excluded.message
+		ON CONFLICT (name) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+			probe_time = excluded.probe_time, message = excluded.message
 		RETURNING name`, cols.times, cols.names, cols.types, cols.statuses, cols.reasons, cols.messages, cols.hashes)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: record probes: %w", err)

@@ -202,6 +202,18 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 		t.Fatalf("resources vacuumed %d times since the statistics reset; want once", n)
 	}
 
+	// resource_probes, which every unchanged probe result updates.
+	if _, err := conn.Exec(ctx, "INSERT INTO "+schema+".resource_probes (name, status, reason, probe_time, message) "+
+		"SELECT name, 'Connected', '', 0, '' FROM "+schema+".resources"); err != nil {
+		t.Fatal(err)
+	}
+	before := vacuums("resource_probes")
+	change(110, "UPDATE "+schema+".resource_probes SET probe_time = probe_time + 1") // 1,100 changes
+	tidy()
+	if n := vacuums("resource_probes"); n != before+1 {
+		t.Fatalf("resource_probes vacuumed %d times after 1,100 changes (%d before); want once more", n, before)
+	}
+
 	if n := vacuums("leases"); n != 0 {
 		t.Fatalf("leases vacuumed %d times, not due; want none", n)
 	}
@@ -228,7 +240,7 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 	eventually(t, "the vacuum of leases to wait for the lock", func() bool {
 		return lockWaits(t, conn, "berth maintenance "+schema, "VACUUM leases") > 0
 	})
-	before, err := s.EventList(ctx, &store.EventListParams{Desc: true, Limit: 1})
+	newest, err := s.EventList(ctx, &store.EventListParams{Desc: true, Limit: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +248,7 @@ func TestTidyVacuumsWhereDue(t *testing.T) {
 	if err != nil || res.Lease == nil {
 		t.Fatalf("acquire = %+v, %v", res, err)
 	}
-	if evs, err := s.EventList(ctx, &store.EventListParams{AfterID: before[0].ID}); err != nil || len(evs) != 1 {
+	if evs, err := s.EventList(ctx, &store.EventListParams{AfterID: newest[0].ID}); err != nil || len(evs) != 1 {
 		t.Fatalf("events while a vacuum runs = %v, %v; want the acquire's", evs, err)
 	}
 	if err := btx.Commit(ctx); err != nil {
@@ -476,5 +488,73 @@ func TestSyncUnderLoad(t *testing.T) {
 	}
 	if err := s.Check(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProbeRowOfAnOlderStatusIsIgnored: an unchanged probe result is
+// written without locking the resource, from a read made before a change
+// of health that commits just after it. The probe row it leaves then
+// describes the status before the change, and readers must not take its
+// message and time for the resource's.
+func TestProbeRowOfAnOlderStatusIsIgnored(t *testing.T) {
+	s, url, schema := openFresh(t)
+	ctx := context.Background()
+	t0 := time.Unix(1700000000, 0)
+	pol := store.PoolPolicy{Type: "cluster", LeaseTTL: time.Hour, Janitor: "none", Probe: "tcp", RequireConnected: true, ProbeHash: "h",
+		Resources: []store.ResourceSpec{{Name: "c1"}}}
+	if _, err := s.PoolSync(ctx, &store.PoolSyncParams{Pools: []store.PoolPolicy{pol}, Now: t0, Actor: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	up := func(st berth.HealthStatus, reason, msg string, now time.Time) error {
+		_, err := s.ResourceHealth(ctx, &store.ResourceHealthParams{Now: now, Actor: "prober", Updates: []store.HealthUpdate{
+			{Name: "c1", Type: "cluster", Status: st, Reason: reason, Message: msg, LeaseTTL: time.Hour, ProbeHash: "h"}}})
+		return err
+	}
+	if err := up(berth.HealthConnected, "", "first", t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := up(berth.HealthConnected, "", "side", t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A change of health as recordChanges writes it, held open.
+	for _, q := range []string{
+		"SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize(),
+		"SELECT 1 FROM resources WHERE name = 'c1' FOR UPDATE",
+		"UPDATE resources SET health_status = 'Disconnected', health_reason = 'ConnectionRefused', health_message = 'down' WHERE name = 'c1'",
+		"DELETE FROM resource_probes WHERE name = 'c1'",
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- up(berth.HealthConnected, "", "STALE", t0.Add(3*time.Second)) }()
+	watch, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	eventually(t, "the probe write to wait for the change's lock", func() bool { return lockWaits(t, watch, "berth "+schema, "") > 0 })
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.ResourceGet(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Health.Status != berth.HealthDisconnected || r.Health.Message != "down" {
+		t.Fatalf("health after the change: %+v; want Disconnected with the change's message, not the older probe's", r.Health)
 	}
 }

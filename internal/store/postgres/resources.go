@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,7 +84,9 @@ func (s *Store) ResourceGet(ctx context.Context, name string) (*berth.Resource, 
 // last probe changed the health, which resources holds then).
 var probedResourceColumns = qualified("r", resourceColumns) + ", p.probe_time, p.message"
 
-const probedResources = "resources r LEFT JOIN resource_probes p ON p.name = r.name"
+// probedResources joins the latest unchanged probe only while it was made
+// under the resource's present status and reason (see migration 006).
+const probedResources = "resources r LEFT JOIN resource_probes p ON p.name = r.name AND p.status = r.health_status AND p.reason = r.health_reason"
 
 // scanProbedResource scans probedResourceColumns.
 func scanProbedResource(row pgx.Row) (*berth.Resource, error) {
@@ -281,9 +284,16 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		// Resources this sync adds or frees may go to waiters: hold each
 		// pool's queue lock as a release does (see LeaseAcquire), and
 		// first, as a release does, before any row.
-		for _, pool := range p.Pools {
-			if _, err := tx.Exec(ctx, queueLockShared, pool.Type); err != nil {
-				return fmt.Errorf("lock queue of %s: %w", pool.Type, err)
+		// In type order, as health updates take them.
+		for _, typ := range slices.Sorted(func(yield func(string) bool) {
+			for _, pool := range p.Pools {
+				if !yield(pool.Type) {
+					return
+				}
+			}
+		}) {
+			if _, err := tx.Exec(ctx, queueLockShared, typ); err != nil {
+				return fmt.Errorf("lock queue of %s: %w", typ, err)
 			}
 		}
 		// Locked as they are read: what this sync decides from a row (to
