@@ -22,18 +22,6 @@ import (
 // The probe tests run berth serve with a TCP probe against a listener of
 // the test's own, and break it by closing the listener.
 
-// newTCPTarget is a listener of the test's that it takes down and brings
-// back on the same port.
-func newTCPTarget(t *testing.T) *faultnet.Listener {
-	t.Helper()
-	l, err := faultnet.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
-
 func down(t *testing.T, l *faultnet.Listener) {
 	t.Helper()
 	if err := l.Down(); err != nil {
@@ -145,7 +133,7 @@ func (p *cliProc) wait(t *testing.T) (int, string) {
 // command runs, the heartbeats tell berth run, which stops the command
 // and exits 75 blaming the infrastructure.
 func TestRunStopsWhenResourceDisconnects(t *testing.T) {
-	target := newTCPTarget(t)
+	target := faultnet.ListenTest(t)
 	dir := t.TempDir()
 	srv := startServer(t, "--config", writeConfig(t, dir, probedConfig(target.Addr())), "--data", dir)
 	run := startCLI(t, srv.URL, "run", "--type", "cluster", "--wait", "30s", "--ready", "--kill-grace", "5s", "--",
@@ -165,7 +153,7 @@ func TestRunStopsWhenResourceDisconnects(t *testing.T) {
 // while its resource is Disconnected (within --disconnect-grace) exits 75,
 // not with its own code: the test did not fail, the cluster did.
 func TestRunFailureWhileDisconnectedIsInfrastructure(t *testing.T) {
-	target := newTCPTarget(t)
+	target := faultnet.ListenTest(t)
 	dir := t.TempDir()
 	srv := startServer(t, "--config", writeConfig(t, dir, probedConfig(target.Addr())), "--data", dir)
 	run := startCLI(t, srv.URL, "run", "--type", "cluster", "--wait", "30s", "--ready", "--disconnect-grace", "1h", "--",
@@ -186,7 +174,7 @@ func TestRunFailureWhileDisconnectedIsInfrastructure(t *testing.T) {
 // with berth wait-ready, which answers as soon as r1 is back (the server
 // probes it at once, not after its backoff), or exits 75 at its timeout.
 func TestWaitReady(t *testing.T) {
-	target := newTCPTarget(t)
+	target := faultnet.ListenTest(t)
 	dir := t.TempDir()
 	cfg := strings.Replace(probedConfig(target.Addr()), "jitter: 0", "jitter: 0\n      maxBackoff: 1h", 1)
 	srv := startServer(t, "--config", writeConfig(t, dir, cfg), "--data", dir)
@@ -307,7 +295,7 @@ func TestPostgresProbesOnlyOnLeader(t *testing.T) {
 // make r1 Connected within wait-ready's 4s.
 func TestPostgresWaitReadyOnFollower(t *testing.T) {
 	store := pgtest.StoreURL(t)
-	target := newTCPTarget(t)
+	target := faultnet.ListenTest(t)
 	dir := t.TempDir()
 	cfg := strings.NewReplacer("leaseTTL: 3s", "leaseTTL: 1m", "interval: 200ms", "interval: 5s", "failureThreshold: 2", "failureThreshold: 1",
 		"jitter: 0", "jitter: 0\n      maxBackoff: 1h").Replace(probedConfig(target.Addr()))
@@ -347,7 +335,7 @@ func TestPostgresWaitReadyOnFollower(t *testing.T) {
 // restarted: it keeps no health from the old address, so it is not leased
 // on the strength of a probe of something else.
 func TestRestartWithNewProbeTarget(t *testing.T) {
-	target := newTCPTarget(t)
+	target := faultnet.ListenTest(t)
 	dir := t.TempDir()
 	slow := func(addr string) string { // first probe of a known resource: anywhere in 10s
 		return strings.Replace(probedConfig(addr), "interval: 200ms", "interval: 10s", 1)
@@ -357,7 +345,7 @@ func TestRestartWithNewProbeTarget(t *testing.T) {
 	waitFor(t, "r1 to be Connected", func() bool { return health(t, srv.URL).Status == berth.HealthConnected })
 	srv.stop()
 
-	elsewhere := newTCPTarget(t)
+	elsewhere := faultnet.ListenTest(t)
 	down(t, elsewhere)
 	cfg = writeConfig(t, dir, slow(elsewhere.Addr()))
 	srv = startServer(t, "--config", cfg, "--data", dir)

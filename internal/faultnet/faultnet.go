@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -184,4 +185,16 @@ func placeholder(addr string) (int, error) {
 		return -1, fmt.Errorf("hold %s: %w", addr, err)
 	}
 	return fd, nil
+}
+
+// ListenTest is Listen for a test: it fails tb if the listener cannot
+// start, and closes the listener when tb ends.
+func ListenTest(tb testing.TB) *Listener {
+	tb.Helper()
+	l, err := Listen()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = l.Close() })
+	return l
 }

@@ -86,7 +86,7 @@ func signalDial(dialing chan struct{}) Env {
 // take it while the test expects it refused.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	l := flappingListener(t)
+	l := faultnet.ListenTest(t)
 	takeDown(t, l)
 	return l.Addr()
 }
@@ -98,18 +98,6 @@ func takeDown(t *testing.T, l *faultnet.Listener) {
 	if err := l.Down(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// flappingListener is a listener the test can take down and bring back on
-// the same port, closed when the test ends.
-func flappingListener(t *testing.T) *faultnet.Listener {
-	t.Helper()
-	l, err := faultnet.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	return l
 }
 
 // blackHole returns an address whose SYNs are dropped, as a firewall

@@ -226,7 +226,7 @@ const (
 // threshold changes nothing.
 func TestProberRefusedAndFlapping(t *testing.T) {
 	t.Parallel()
-	l := flapper(t)
+	l := faultnet.ListenTest(t)
 	r := newRig(t, Spec{TCP: &TCPSpec{Address: "{{.UserData.addr}}"}}, map[string]string{"addr": l.Addr()})
 	if h := r.probe(false); h.Status != berth.HealthConnected || h.Message == "" {
 		t.Fatalf("first probe: %+v", h)
@@ -254,18 +254,6 @@ func noErr(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// flapper is a listener the test takes down and brings back on the same
-// port, which nothing else can take meanwhile.
-func flapper(t *testing.T) *faultnet.Listener {
-	t.Helper()
-	l, err := faultnet.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
 }
 
 // An address whose SYNs are dropped gets no answer: each probe runs into
@@ -451,7 +439,7 @@ func TestProberExecAndSuccessThreshold(t *testing.T) {
 // ProbeNow skips the backoff: someone waits for the resource.
 func TestProberProbeNow(t *testing.T) {
 	t.Parallel()
-	l := flapper(t)
+	l := faultnet.ListenTest(t)
 	noErr(t, l.Down())
 	r := newRig(t, Spec{TCP: &TCPSpec{Address: l.Addr()}}, nil)
 	r.detect(ReasonConnectionRefused, false)
@@ -474,7 +462,7 @@ func TestProberProbeNow(t *testing.T) {
 func TestProberHandsToWaiter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	l := flapper(t)
+	l := faultnet.ListenTest(t)
 	noErr(t, l.Down())
 	r := newRig(t, Spec{TCP: &TCPSpec{Address: l.Addr()}}, nil)
 	eng := lease.New(lease.Options{Store: r.st, Clock: r.clk})

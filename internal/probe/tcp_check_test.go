@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-ci/berth/internal/faultnet"
 	"net"
 	"syscall"
 	"testing"
@@ -36,7 +37,7 @@ func TestTCPRefused(t *testing.T) {
 // last one (no pooled connection, no cache).
 func TestTCPFlapping(t *testing.T) {
 	t.Parallel()
-	l := flappingListener(t)
+	l := faultnet.ListenTest(t)
 	c := compileOK(t, tcpSpec(l.Addr()), Env{})
 	target := &Target{Name: "db-1"}
 	wantResult(t, c.Check(context.Background(), target), true, "", "connected to "+l.Addr())
