@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/berth-ci/berth/internal/faultnet"
 	"net"
 	"syscall"
 	"testing"
+
+	"github.com/berth-ci/berth/internal/faultnet"
 )
 
 func tcpSpec(address string) Spec { return Spec{TCP: &TCPSpec{Address: address}} }
