@@ -22,11 +22,15 @@ const (
 	StateDirty       State = "dirty"       // released or expired, needs cleaning
 	StateCleaning    State = "cleaning"    // a janitor holds it
 	StateQuarantined State = "quarantined" // out of service, with a reason
+	// StateDeleting: a resource of a dynamic pool that its deprovisioner
+	// is deleting; it is never leased again and leaves the pool once the
+	// deprovisioner succeeds.
+	StateDeleting State = "deleting"
 )
 
 // KnownStates lists the well-known states in lifecycle order, for tables and
 // metrics that want a stable order.
-var KnownStates = []State{StateFree, StateBusy, StateDirty, StateCleaning, StateQuarantined}
+var KnownStates = []State{StateFree, StateBusy, StateDirty, StateCleaning, StateQuarantined, StateDeleting}
 
 // HealthStatus is a resource's reachability, orthogonal to its State.
 type HealthStatus string
@@ -63,10 +67,36 @@ type Resource struct {
 	Health      Health            `json:"health"`
 	// StateChangedAt is when State last changed.
 	StateChangedAt time.Time `json:"stateChangedAt"`
-	// Retiring is set when the resource was removed from the config while
-	// leased: it leaves the pool once its lease ends.
+	// Retiring is set when the resource was removed from the config (or
+	// retired by an admin) while leased: it leaves the pool once its lease
+	// ends.
 	Retiring bool `json:"retiring,omitempty"`
+	// Draining is set when an admin drained the resource: it is not
+	// leased again until undrained; a lease it has runs out as usual.
+	Draining bool `json:"draining,omitempty"`
+	// Source is where the resource came from: SourceConfig, SourceAPI
+	// (added at runtime) or SourceDynamic (made by a pool's provisioner).
+	Source string `json:"source"`
+	// CleanAttempts counts the failed cleanings since the resource last
+	// went dirty; NextCleanAt, while it is dirty after a failure, is when
+	// the next may start (a backoff).
+	CleanAttempts int        `json:"cleanAttempts,omitempty"`
+	NextCleanAt   *time.Time `json:"nextCleanAt,omitempty"`
+	// DeepClean is set on a dirty resource that its holder reported
+	// broken in a pool that cleans broken resources instead of
+	// quarantining them.
+	DeepClean bool `json:"deepClean,omitempty"`
+	// CreatedAt is when the resource joined the store; a dynamic pool's
+	// lifespan counts from it.
+	CreatedAt *time.Time `json:"createdAt,omitempty"`
 }
+
+// Where resources come from (Resource.Source).
+const (
+	SourceConfig  = "config"
+	SourceAPI     = "api"
+	SourceDynamic = "dynamic"
+)
 
 // LeaseStatus tells whether a lease still holds its resource.
 type LeaseStatus string
@@ -75,6 +105,18 @@ const (
 	LeaseActive   LeaseStatus = "active"
 	LeaseReleased LeaseStatus = "released"
 	LeaseExpired  LeaseStatus = "expired"
+	// LeaseRevoked: an admin took the resource away (a quarantine).
+	LeaseRevoked LeaseStatus = "revoked"
+)
+
+// LeaseKind says what a lease is for.
+type LeaseKind string
+
+const (
+	// LeaseUse: a job uses the resource (it is busy).
+	LeaseUse LeaseKind = "use"
+	// LeaseClean: a janitor cleans the resource (it is cleaning).
+	LeaseClean LeaseKind = "clean"
 )
 
 // Lease is one holder's claim on one resource.
@@ -83,6 +125,7 @@ type Lease struct {
 	// Token is the fencing token: strictly increasing across all leases, so
 	// a resource can tell a stale holder from the current one.
 	Token      int64       `json:"token"`
+	Kind       LeaseKind   `json:"kind"`
 	Owner      string      `json:"owner"`
 	Resource   string      `json:"resource"`
 	Type       string      `json:"type"`
@@ -115,8 +158,18 @@ type Request struct {
 type Pool struct {
 	Type     string   `json:"type"`
 	LeaseTTL Duration `json:"leaseTTL"`
-	// Janitor names the cleaning policy: "none" or "external".
+	// Janitor names the cleaning policy: "none" (released resources go
+	// straight back to free), "command" (berth runs the pool's janitor
+	// command) or "external" (a janitor cleans them through the API).
 	Janitor string `json:"janitor"`
+	// Draining is set when an admin drained the whole pool: nothing of it
+	// is leased until it is undrained. DrainingResources counts the
+	// resources drained one by one.
+	Draining          bool `json:"draining"`
+	DrainingResources int  `json:"drainingResources"`
+	// Dynamic is set for a pool whose provisioner makes and deletes its
+	// resources.
+	Dynamic *Dynamic `json:"dynamic,omitempty"`
 	// Probe names the pool's probe kind ("tcp", "http", "kubernetes",
 	// "exec"), empty when its resources are not probed.
 	Probe  string               `json:"probe,omitempty"`
@@ -129,6 +182,13 @@ type Pool struct {
 	Waiters  int `json:"waiters"`
 }
 
+// Dynamic is the sizing policy of a dynamic pool.
+type Dynamic struct {
+	MinFree  int      `json:"minFree"`
+	MaxTotal int      `json:"maxTotal"`
+	Lifespan Duration `json:"lifespan,omitempty"`
+}
+
 // EventKind groups events for filtering.
 type EventKind string
 
@@ -138,6 +198,12 @@ const (
 	EventHealth EventKind = "health"
 	EventAdmin  EventKind = "admin"
 	EventConfig EventKind = "config"
+	// EventJanitor: a cleaning attempt and its outcome, with the
+	// janitor's output.
+	EventJanitor EventKind = "janitor"
+	// EventProvision: a dynamic pool made or deleted a resource, or
+	// failed to.
+	EventProvision EventKind = "provision"
 )
 
 // Event is an immutable record of one transition.
@@ -154,6 +220,9 @@ type Event struct {
 	LeaseID  string    `json:"leaseId,omitempty"`
 	Token    int64     `json:"token,omitempty"`
 	Message  string    `json:"message,omitempty"`
+	// Output is what a janitor, provisioner or deprovisioner printed (the
+	// tail, bounded), on the event of its attempt.
+	Output string `json:"output,omitempty"`
 }
 
 // ReleaseTarget is what the holder says about a resource it gives back.
@@ -164,7 +233,8 @@ const (
 	ReleaseDirty ReleaseTarget = "dirty"
 	// ReleaseFree vouches that the resource is clean: it skips the janitor.
 	ReleaseFree ReleaseTarget = "free"
-	// ReleaseBroken takes the resource out of service with a reason.
+	// ReleaseBroken reports the resource broken, with a reason: it is
+	// quarantined, or cleaned deeply, as its pool says.
 	ReleaseBroken ReleaseTarget = "broken"
 )
 

@@ -24,9 +24,20 @@ import (
 type Pool struct {
 	Type     string
 	LeaseTTL time.Duration
-	// Janitor is "none" (released resources go straight back to free) or
-	// "external" (they stay dirty until a janitor cleans them).
+	// Janitor is "none" (released resources go straight back to free),
+	// "command" (berth's own janitor runs the pool's command on each dirty
+	// resource) or "external" (they stay dirty until a janitor cleans them
+	// through the API).
 	Janitor string
+	// Clean is how cleanings end (attempts, backoff); CleanLeaseTTL is
+	// the TTL of a janitor's lease (default LeaseTTL).
+	Clean         CleanPolicy
+	CleanLeaseTTL time.Duration
+	// OnBroken is what a release as broken does: OnBrokenQuarantine (the
+	// default) or OnBrokenClean (a deep cleaning by the janitor).
+	OnBroken string
+	// Dynamic is set for a pool whose provisioner makes its resources.
+	Dynamic *berth.Dynamic
 	// Probe names the pool's probe kind, "" when it has none.
 	Probe string
 	// RequireConnected, in a probed pool, leases only Connected
@@ -40,7 +51,14 @@ type Pool struct {
 
 const (
 	JanitorNone     = "none"
+	JanitorCommand  = "command"
 	JanitorExternal = "external"
+)
+
+// What a release as broken does.
+const (
+	OnBrokenQuarantine = "quarantine"
+	OnBrokenClean      = "clean"
 )
 
 // Defaults for Options.
@@ -93,6 +111,16 @@ type Engine struct {
 	pools   map[string]Pool
 	waiters map[string]*waiter
 	changed chan struct{} // closed and replaced whenever events are written
+	// watches are the loops waiting for something to happen to a pool
+	// (Watch).
+	watches []*watch
+}
+
+// watch is one Watch call: ch is closed the next time any of types is
+// touched.
+type watch struct {
+	types map[string]bool
+	ch    chan struct{}
 }
 
 type waiter struct {
@@ -145,8 +173,14 @@ func (e *Engine) SyncPools(ctx context.Context, pools []Pool, actor string) (*st
 		if p.Janitor == "" {
 			p.Janitor = JanitorNone
 		}
+		if p.CleanLeaseTTL <= 0 {
+			p.CleanLeaseTTL = p.LeaseTTL
+		}
+		if p.OnBroken == "" {
+			p.OnBroken = OnBrokenQuarantine
+		}
 		m[p.Type] = p
-		policies = append(policies, store.PoolPolicy{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: p.Janitor,
+		policies = append(policies, store.PoolPolicy{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: p.Janitor, Dynamic: p.Dynamic,
 			Probe: p.Probe, RequireConnected: p.RequireConnected, ProbeHash: p.ProbeHash, Resources: p.Resources})
 	}
 	res, err := e.store.PoolSync(ctx, &store.PoolSyncParams{Pools: policies, Now: e.clock.Now(), Actor: actor})
@@ -160,6 +194,9 @@ func (e *Engine) SyncPools(ctx context.Context, pools []Pool, actor string) (*st
 		e.wake(h.RequestID)
 	}
 	e.published()
+	for typ := range m {
+		e.touch(typ)
+	}
 	return res, nil
 }
 
@@ -315,6 +352,9 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	if err != nil {
 		return nil, storeError(err)
 	}
+	// A dynamic pool's provisioner answers demand: a lease taken or a
+	// request queued.
+	e.touch(p.Type)
 	if res.Lease != nil {
 		e.published()
 		return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
@@ -509,19 +549,25 @@ type ReleaseResult struct {
 	AlreadyReleased bool
 }
 
-// targetState applies the pool's cleaning policy to what the holder said.
-func targetState(pool Pool, to berth.ReleaseTarget) berth.State {
-	switch to {
-	case berth.ReleaseFree:
-		return berth.StateFree
-	case berth.ReleaseBroken:
-		return berth.StateQuarantined
+// outcome applies the pool's policy to what the holder said: a resource
+// released dirty is cleaned if the pool has a janitor, else free at once;
+// one reported broken is quarantined, or cleaned deeply where the pool
+// says so (and has a janitor).
+func outcome(pool Pool, to berth.ReleaseTarget) store.Outcome {
+	o := store.Outcome{HandoffTTL: pool.LeaseTTL}
+	switch {
+	case to == berth.ReleaseFree:
+		o.To = berth.StateFree
+	case to == berth.ReleaseBroken && pool.OnBroken == OnBrokenClean && pool.Janitor != JanitorNone:
+		o.To, o.Deep = berth.StateDirty, true
+	case to == berth.ReleaseBroken:
+		o.To = berth.StateQuarantined
+	case pool.Janitor == JanitorNone:
+		o.To = berth.StateFree
 	default:
-		if pool.Janitor == JanitorNone {
-			return berth.StateFree
-		}
-		return berth.StateDirty
+		o.To = berth.StateDirty
 	}
+	return o
 }
 
 // Release ends a lease. Released to dirty, the resource follows its pool's
@@ -544,10 +590,7 @@ func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, 
 	}
 	res, err := e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
 		ID: p.ID, Reason: p.Reason, Actor: p.Actor, Now: e.clock.Now(),
-		Decide: func(typ string) (berth.State, time.Duration) {
-			pool := e.policyFor(typ)
-			return targetState(pool, p.To), pool.LeaseTTL
-		},
+		Decide: func(typ string) store.Outcome { return outcome(e.policyFor(typ), p.To) },
 	})
 	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {
 		r, rerr := e.store.ResourceGet(ctx, res.Lease.Resource)
@@ -563,6 +606,7 @@ func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, 
 		e.wake(res.Handoff.RequestID)
 	}
 	e.published()
+	e.touchResource(res.Lease.Type, res.Resource)
 	return &ReleaseResult{Lease: res.Lease, Resource: res.Resource}, nil
 }
 
@@ -578,11 +622,7 @@ func (e *Engine) ReapOnce(ctx context.Context) (int, error) {
 			return n, fmt.Errorf("reap: %w", err)
 		}
 		for _, l := range leases {
-			pool := e.policyFor(l.Type)
-			res, err := e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
-				ID: l.ID, To: targetState(pool, berth.ReleaseDirty), Expired: true, Actor: "reaper",
-				Reason: fmt.Sprintf("no heartbeat from %s for %s", l.Owner, l.TTL), Now: now, HandoffTTL: pool.LeaseTTL,
-			})
+			res, err := e.reap(ctx, l, now)
 			if errors.Is(err, store.ErrLeaseActive) || errors.Is(err, store.ErrLeaseEnded) {
 				continue // renewed or released since it was listed
 			}
@@ -594,10 +634,11 @@ func (e *Engine) ReapOnce(ctx context.Context) (int, error) {
 			if res.Resource != nil {
 				to = string(res.Resource.State)
 			}
-			e.log.Info("lease expired", "lease", l.ID, "resource", l.Resource, "owner", l.Owner, "to", to)
+			e.log.Info("lease expired", "lease", l.ID, "kind", l.Kind, "resource", l.Resource, "owner", l.Owner, "to", to)
 			if res.Handoff != nil {
 				e.wake(res.Handoff.RequestID)
 			}
+			e.touchResource(l.Type, res.Resource)
 		}
 		if len(leases) < 500 {
 			break
@@ -610,6 +651,24 @@ func (e *Engine) ReapOnce(ctx context.Context) (int, error) {
 		e.published()
 	}
 	return n, nil
+}
+
+// reap ends expired lease l: a job's as a release to dirty, a janitor's
+// as a failed cleaning.
+func (e *Engine) reap(ctx context.Context, l *berth.Lease, now time.Time) (*store.LeaseReleaseResult, error) {
+	if l.Kind == berth.LeaseClean {
+		res, err := e.store.CleanEnd(ctx, &store.CleanEndParams{ID: l.ID, Expired: true, Actor: "reaper", Now: now, Policy: e.cleanPolicy,
+			Message: fmt.Sprintf("the janitor %s sent no heartbeat for %s", l.Owner, l.TTL)})
+		if err != nil {
+			return nil, err
+		}
+		return &store.LeaseReleaseResult{Lease: res.Lease, Resource: res.Resource, Handoff: res.Handoff}, nil
+	}
+	pool := e.policyFor(l.Type)
+	return e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
+		ID: l.ID, Decide: func(typ string) store.Outcome { return outcome(e.policyFor(typ), berth.ReleaseDirty) }, Expired: true, Actor: "reaper",
+		Reason: fmt.Sprintf("no heartbeat from %s for %s", l.Owner, l.TTL), Now: now, HandoffTTL: pool.LeaseTTL,
+	})
 }
 
 // RunReaper calls ReapOnce every interval until ctx is done.
@@ -702,6 +761,48 @@ func (e *Engine) HealthRecorded(res *store.ResourceHealthResult) {
 		e.wake(h.RequestID)
 	}
 	e.published()
+}
+
+// Watch returns a channel that is closed the next time something
+// happens through this engine to a pool of one of types: a lease taken
+// or ended, a request queued, a resource that changed state. The loops
+// of janitors and dynamic pools wait on it; with a store that several
+// processes share, they also look again now and then, since what
+// happens elsewhere is not announced here.
+func (e *Engine) Watch(types ...string) <-chan struct{} {
+	w := &watch{types: make(map[string]bool, len(types)), ch: make(chan struct{})}
+	for _, t := range types {
+		w.types[t] = true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.watches = append(e.watches, w)
+	return w.ch
+}
+
+// touch tells the watches of typ that something happened to it.
+func (e *Engine) touch(typ string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	kept := e.watches[:0]
+	for _, w := range e.watches {
+		if w.types[typ] {
+			close(w.ch)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(e.watches[len(kept):])
+	e.watches = kept
+}
+
+// touchResource touches the pool of a lease's type and the one its
+// resource is in now, if another.
+func (e *Engine) touchResource(leaseType string, r *berth.Resource) {
+	e.touch(leaseType)
+	if r != nil && r.Type != leaseType {
+		e.touch(r.Type)
+	}
 }
 
 // Changed returns a channel that is closed the next time events are

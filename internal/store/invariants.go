@@ -19,8 +19,15 @@ var Invariants = []Invariant{
 		 WHERE l.ended_at IS NULL AND r.name IS NULL`},
 	{"leased state without a lease",
 		"SELECT name || ' is ' || state FROM resources WHERE state IN ('busy', 'cleaning') AND lease_id IS NULL"},
-	{"free resource with a lease or an owner",
-		"SELECT name FROM resources WHERE state = 'free' AND (lease_id IS NOT NULL OR owner != '')"},
+	{"unleased state with a lease or an owner",
+		"SELECT name || ' is ' || state FROM resources WHERE state IN ('free', 'dirty', 'quarantined', 'deleting') AND (lease_id IS NOT NULL OR owner != '')"},
+	// A janitor's lease holds a resource that is cleaning, a job's one
+	// that is busy.
+	{"lease of the wrong kind for the state it holds",
+		`SELECT r.name || ' is ' || r.state || ' under a lease for ' || l.kind FROM resources r JOIN leases l ON l.id = r.lease_id
+		 WHERE (r.state = 'cleaning') <> (l.kind = 'clean')`},
+	{"a backoff or a deep cleaning outside cleaning and deleting",
+		"SELECT name || ' is ' || state FROM resources WHERE state NOT IN ('dirty', 'cleaning', 'deleting') AND (next_clean_at <> 0 OR deep_clean)"},
 	{"owner differs from the lease's",
 		`SELECT r.name FROM resources r JOIN leases l ON l.id = r.lease_id WHERE r.owner != l.owner`},
 	{"quarantined without a reason",

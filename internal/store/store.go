@@ -24,6 +24,12 @@ var ErrLeaseEnded = errors.New("lease ended")
 // renewed it first.
 var ErrLeaseActive = errors.New("lease is still active")
 
+// CleanLeaseError is the error for ending a cleaning lease as if it were
+// a job's: a janitor says whether the cleaning worked.
+func CleanLeaseError(id string) error {
+	return berth.Errorf(berth.EConflict, "lease %q is a janitor's cleaning lease: end it as cleaned or failed, not released", id)
+}
+
 // Store is durable state. Every method that changes state does so in one
 // transaction and records the matching events in it.
 type Store interface {
@@ -72,6 +78,46 @@ type Store interface {
 	ResourceHealth(ctx context.Context, p *ResourceHealthParams) (*ResourceHealthResult, error)
 
 	EventList(ctx context.Context, p *EventListParams) ([]*berth.Event, error)
+	// EventRecord writes an event that goes with no change of state: a
+	// provisioner that failed to make a resource, say.
+	EventRecord(ctx context.Context, e *berth.Event) error
+
+	// CleanClaim leases a dirty resource of a type to a janitor: the
+	// resource moves to cleaning under a lease of kind clean, which is
+	// heartbeated like any other and, if it runs out, counts as a failed
+	// cleaning.
+	CleanClaim(ctx context.Context, p *CleanClaimParams) (*CleanClaimResult, error)
+	// CleanEnd ends a cleaning lease with its outcome: cleaned, the
+	// resource is free (and goes to the first waiter); failed, it is dirty
+	// again with one more failed attempt and a time before which it is not
+	// tried again, or quarantined once it has failed MaxAttempts times.
+	CleanEnd(ctx context.Context, p *CleanEndParams) (*CleanEndResult, error)
+
+	// ResourceAdd adds a resource to a pool at runtime.
+	ResourceAdd(ctx context.Context, p *ResourceAddParams) (*ResourceChangeResult, error)
+	// ResourceRetire takes a resource out of its pool at runtime: at once
+	// if it is not leased, else when its lease ends (it is retiring).
+	ResourceRetire(ctx context.Context, p *ResourceRetireParams) (*ResourceChangeResult, error)
+	// ResourceQuarantine takes a resource out of service with a reason,
+	// revoking its lease if it has one.
+	ResourceQuarantine(ctx context.Context, p *ResourceQuarantineParams) (*ResourceChangeResult, error)
+	// ResourceUnquarantine returns a quarantined resource to To (dirty or
+	// free).
+	ResourceUnquarantine(ctx context.Context, p *ResourceUnquarantineParams) (*ResourceChangeResult, error)
+	// ResourceDrain drains (or undrains) one resource: a drained resource
+	// is not leased; a lease it has runs out as usual.
+	ResourceDrain(ctx context.Context, p *ResourceDrainParams) (*ResourceChangeResult, error)
+	// PoolDrain drains (or undrains) a whole pool.
+	PoolDrain(ctx context.Context, p *PoolDrainParams) (*PoolDrainResult, error)
+
+	// ResourceDeleteBegin moves a resource of a dynamic pool that no lease
+	// holds to deleting, for its deprovisioner; an EConflict error if it
+	// is leased (or already deleting, unless Again).
+	ResourceDeleteBegin(ctx context.Context, p *ResourceDeleteBeginParams) (*berth.Resource, error)
+	// ResourceDeleteEnd records a deprovisioner's outcome: done, the
+	// resource is removed; failed, it stays deleting and is tried again
+	// after a backoff, or is quarantined after MaxAttempts failures.
+	ResourceDeleteEnd(ctx context.Context, p *ResourceDeleteEndParams) (*berth.Resource, error)
 
 	// Check verifies the store's invariants (one active lease per resource
 	// at most, leased states backed by an active lease, and so on) and
@@ -135,8 +181,11 @@ type RequestGetParams struct {
 type PoolPolicy struct {
 	Type     string
 	LeaseTTL time.Duration
-	// Janitor is "none" or "external".
+	// Janitor is "none", "command" or "external".
 	Janitor string
+	// Dynamic is set for a pool whose provisioner makes its resources:
+	// a sync never removes those it made while the pool is configured.
+	Dynamic *berth.Dynamic
 	// Probe names the pool's probe kind ("tcp", "http", …), "" for an
 	// unprobed pool, whose resources' health is reset to Unknown.
 	Probe string
@@ -224,11 +273,15 @@ type LeaseHeartbeatResult struct {
 
 type LeaseReleaseParams struct {
 	ID string
-	// To is the state the resource goes to, unless Decide is set.
-	To berth.State
-	// Decide, if set, chooses To and HandoffTTL from the lease's type once
-	// the lease is read inside the transaction, sparing a read before it.
-	Decide func(leaseType string) (to berth.State, handoffTTL time.Duration)
+	// To is the state the resource goes to, unless Decide is set. To
+	// dirty, the resource starts its cleaning afresh; with Deep, it is
+	// to be cleaned deeply (its holder reported it broken).
+	To   berth.State
+	Deep bool
+	// Decide, if set, chooses To, Deep and HandoffTTL from the lease's
+	// type once the lease is read inside the transaction, sparing a read
+	// before it.
+	Decide func(leaseType string) Outcome
 	// Expired ends the lease as expired rather than released, and only if
 	// it is still past its expiry at Now (a heartbeat may have raced).
 	Expired bool
@@ -244,6 +297,14 @@ type LeaseReleaseResult struct {
 	Resource *berth.Resource
 	// Handoff is set when the resource went straight to a waiter.
 	Handoff *Handoff
+}
+
+// Outcome is what becomes of a resource whose lease ends, as its pool's
+// policy decides.
+type Outcome struct {
+	To         berth.State
+	Deep       bool
+	HandoffTTL time.Duration
 }
 
 // Handoff records that a waiting request was given a lease.
@@ -298,9 +359,170 @@ type ResourceHealthResult struct {
 type EventListParams struct {
 	Resource string
 	Type     string
+	Kind     berth.EventKind
+	Actor    string
 	Since    time.Time // events at or after this time
 	AfterID  int64     // events with a larger id
 	Limit    int
 	// Desc returns the newest first (before Limit applies).
 	Desc bool
+}
+
+type CleanClaimParams struct {
+	Type string
+	// Name, if set, claims that resource only.
+	Name     string
+	Owner    string
+	LeaseTTL time.Duration
+	Now      time.Time
+	Actor    string
+}
+
+type CleanClaimResult struct {
+	// Lease and Resource are set when a resource was claimed; Attempt is
+	// then the number of this cleaning (1 for the first since the
+	// resource went dirty).
+	Lease    *berth.Lease
+	Resource *berth.Resource
+	Attempt  int
+	// NextAt, when nothing could be claimed, is the earliest time a dirty
+	// resource of the type waiting out a backoff may be tried; zero when
+	// none waits.
+	NextAt time.Time
+}
+
+// CleanPolicy is what a pool says about a cleaning that ends.
+type CleanPolicy struct {
+	// MaxAttempts failed cleanings quarantine the resource; 0 never does.
+	MaxAttempts int
+	// Backoff is how long the resource waits before the attempt after
+	// failed attempt n (1 for the first failure).
+	Backoff func(n int) time.Duration
+	// HandoffTTL is the lease TTL given to a waiter a cleaned resource
+	// goes to.
+	HandoffTTL time.Duration
+}
+
+type CleanEndParams struct {
+	ID string
+	// OK: the resource is clean. Otherwise the cleaning failed; with
+	// Quarantine, the janitor says no cleaning will help.
+	OK         bool
+	Quarantine bool
+	// Expired ends the lease as expired (its janitor stopped
+	// heartbeating), and only if it is past its expiry at Now.
+	Expired bool
+	// Abandon: the janitor stopped before it knew (berth shut down, or
+	// lost the lead): the resource is dirty again at once, and the
+	// attempt does not count.
+	Abandon bool
+	// Message says what happened; Output is what the janitor printed.
+	Message string
+	Output  string
+	// Policy gives the policy of the pool the resource is in.
+	Policy func(typ string) CleanPolicy
+	Actor  string
+	Now    time.Time
+}
+
+type CleanEndResult struct {
+	Lease    *berth.Lease
+	Resource *berth.Resource // nil when the resource left the pool
+	Handoff  *Handoff
+	// Event is the event of the outcome.
+	Event *berth.Event
+}
+
+type ResourceAddParams struct {
+	Type string
+	Spec ResourceSpec
+	// Source is berth.SourceAPI or berth.SourceDynamic.
+	Source     string
+	Message    string
+	Output     string
+	HandoffTTL time.Duration
+	Actor      string
+	Now        time.Time
+}
+
+// ResourceChangeResult is a resource after an admin operation.
+type ResourceChangeResult struct {
+	// Resource is nil when the resource left the pool.
+	Resource *berth.Resource
+	// Revoked is the lease a quarantine ended, if any.
+	Revoked  *berth.Lease
+	Handoffs []Handoff
+	// Unchanged is set when the resource already was as asked.
+	Unchanged bool
+}
+
+type ResourceRetireParams struct {
+	Name   string
+	Reason string
+	Actor  string
+	Now    time.Time
+}
+
+type ResourceQuarantineParams struct {
+	Name   string
+	Reason string
+	Actor  string
+	Now    time.Time
+}
+
+type ResourceUnquarantineParams struct {
+	Name string
+	// To is berth.StateDirty (to be cleaned first) or berth.StateFree.
+	To         berth.State
+	Reason     string
+	HandoffTTL time.Duration
+	Actor      string
+	Now        time.Time
+}
+
+type ResourceDrainParams struct {
+	Name string
+	// Drain false undrains.
+	Drain      bool
+	Reason     string
+	HandoffTTL time.Duration
+	Actor      string
+	Now        time.Time
+}
+
+type PoolDrainParams struct {
+	Type       string
+	Drain      bool
+	Reason     string
+	HandoffTTL time.Duration
+	Actor      string
+	Now        time.Time
+}
+
+type PoolDrainResult struct {
+	Handoffs  []Handoff
+	Unchanged bool
+}
+
+type ResourceDeleteBeginParams struct {
+	Name   string
+	Reason string
+	// Again takes a resource already deleting whose backoff has passed
+	// (a deprovisioner that failed, or that a leader running it lost).
+	Again bool
+	Actor string
+	Now   time.Time
+}
+
+type ResourceDeleteEndParams struct {
+	Name    string
+	OK      bool
+	Message string
+	Output  string
+	// MaxAttempts failed deletions quarantine the resource (0: never);
+	// Backoff is the wait after failed attempt n.
+	MaxAttempts int
+	Backoff     func(n int) time.Duration
+	Actor       string
+	Now         time.Time
 }

@@ -26,18 +26,18 @@ func (e *events) flush(ctx context.Context, tx pgx.Tx) error {
 	var (
 		times, tokens                                = make([]int64, n), make([]int64, n)
 		res, typ, kind, from, to, reason, actor, ids = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		msg                                          = make([]string, n)
+		msg, out                                     = make([]string, n), make([]string, n)
 	)
 	for i, ev := range e.list {
 		times[i], tokens[i] = nanos(ev.Time), ev.Token
 		res[i], typ[i], kind[i], from[i], to[i] = ev.Resource, ev.Type, string(ev.Kind), ev.From, ev.To
-		reason[i], actor[i], ids[i], msg[i] = ev.Reason, ev.Actor, ev.LeaseID, ev.Message
+		reason[i], actor[i], ids[i], msg[i], out[i] = ev.Reason, ev.Actor, ev.LeaseID, ev.Message, ev.Output
 	}
 	// WITH ORDINALITY and ORDER BY keep the ids in the order of the list.
-	if _, err := tx.Exec(ctx, `INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
-		SELECT a, b, c, d, e, f, g, h, i, j, k FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, h, i, j, k, o) ORDER BY o`,
-		times, res, typ, kind, from, to, reason, actor, ids, tokens, msg); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output)
+		SELECT a, b, c, d, e, f, g, h, i, j, k, l FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, h, i, j, k, l, o) ORDER BY o`,
+		times, res, typ, kind, from, to, reason, actor, ids, tokens, msg, out); err != nil {
 		return fmt.Errorf("write events: %w", err)
 	}
 	e.list = e.list[:0]
@@ -109,6 +109,12 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 	if p.Type != "" {
 		where = append(where, "type = "+arg(p.Type))
 	}
+	if p.Kind != "" {
+		where = append(where, "kind = "+arg(string(p.Kind)))
+	}
+	if p.Actor != "" {
+		where = append(where, "actor = "+arg(p.Actor))
+	}
 	if !p.Since.IsZero() {
 		where = append(where, "time >= "+arg(nanos(p.Since)))
 	}
@@ -124,7 +130,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 		}
 		where = append(where, "(written_at IS NULL OR written_at < "+arg(horizon)+")")
 	}
-	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message FROM events`
+	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -147,7 +153,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 			e berth.Event
 			t int64
 		)
-		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message); err != nil {
+		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message, &e.Output); err != nil {
 			return nil, fmt.Errorf("postgres: list events: %w", err)
 		}
 		e.Time = fromNanos(t)
@@ -157,4 +163,19 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 		return nil, fmt.Errorf("postgres: list events: %w", err)
 	}
 	return out, nil
+}
+
+// EventRecord writes one event on its own.
+func (s *Store) EventRecord(ctx context.Context, e *berth.Event) error {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		ev := &events{}
+		ev.add(e)
+		return ev.flush(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: record event: %w", err)
+	}
+	return nil
 }

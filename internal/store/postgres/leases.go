@@ -14,7 +14,7 @@ import (
 	"github.com/berth-ci/berth/internal/store"
 )
 
-const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason`
+const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason, kind`
 
 func scanLease(row pgx.Row) (*berth.Lease, error) {
 	var d leaseDest
@@ -36,7 +36,7 @@ type leaseDest struct {
 
 func (d *leaseDest) dest() []any {
 	l := &d.l
-	return []any{&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &d.reqID, &d.ttl, &d.acq, &d.exp, &d.ended, &d.endReason}
+	return []any{&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &d.reqID, &d.ttl, &d.acq, &d.exp, &d.ended, &d.endReason, &l.Kind}
 }
 
 func (d *leaseDest) lease() *berth.Lease {
@@ -53,6 +53,8 @@ func (d *leaseDest) lease() *berth.Lease {
 		l.Status = berth.LeaseActive
 	case d.endReason == string(berth.LeaseExpired):
 		l.Status = berth.LeaseExpired
+	case d.endReason == string(berth.LeaseRevoked):
+		l.Status = berth.LeaseRevoked
 	default:
 		l.Status = berth.LeaseReleased
 	}
@@ -258,7 +260,7 @@ func (s *Store) acquireAtOnce(ctx context.Context, p *store.LeaseAcquireParams, 
 	return &store.LeaseAcquireResult{
 		Resource: r,
 		Lease: &berth.Lease{
-			ID: id, Token: ld.l.Token, Owner: p.Owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
+			ID: id, Token: ld.l.Token, Kind: berth.LeaseUse, Owner: p.Owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
 			AcquiredAt: t, ExpiresAt: t.Add(p.LeaseTTL), TTL: berth.Duration(p.LeaseTTL), RequestID: p.RequestID,
 		},
 	}, nil
@@ -273,7 +275,8 @@ var acquireAtOnceSQL, acquireAtOnceSelectorSQL = acquireAtOnceQuery(""), acquire
 func acquireAtOnceQuery(selector string) string {
 	return `WITH pick AS (
 		SELECT name FROM resources
-		WHERE type = $4 AND state = 'free' AND NOT retiring AND health_ok` + selector + `
+		WHERE type = $4 AND state = 'free' AND NOT retiring AND health_ok AND NOT draining` + selector + `
+			AND NOT EXISTS (SELECT 1 FROM pool_drains WHERE pool_drains.type = $4)
 			AND NOT EXISTS (SELECT 1 FROM requests WHERE id = $5)
 			AND NOT EXISTS (SELECT 1 FROM leases WHERE request_id = $5 AND ended_at IS NULL AND expires_at > $1)
 		ORDER BY state_changed_at, name LIMIT 1 FOR UPDATE SKIP LOCKED
@@ -349,7 +352,8 @@ func wrap(op string, err error) error {
 // this moment is passed over, never waited for.
 func takeFree(ctx context.Context, tx pgx.Tx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
 	q := `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
-		WHERE name = (SELECT name FROM resources WHERE type = $4 AND state = 'free' AND NOT retiring AND health_ok`
+		WHERE name = (SELECT name FROM resources WHERE type = $4 AND state = 'free' AND NOT retiring AND health_ok AND NOT draining
+			AND NOT EXISTS (SELECT 1 FROM pool_drains WHERE pool_drains.type = $4)`
 	args := []any{nanos(t), owner, leaseID, typ}
 	if len(sel) > 0 {
 		q += " AND labels @> $5"
@@ -371,23 +375,42 @@ type grantArgs struct {
 	ttl                  time.Duration
 	expires, now         time.Time
 	actor, reason        string
+	// kind is berth.LeaseUse unless set; to is the state the lease puts
+	// the resource in, berth.StateBusy unless set; message replaces the
+	// event's "leased to OWNER".
+	kind    berth.LeaseKind
+	to      berth.State
+	message string
+	evKind  berth.EventKind
 }
 
 // recordLease writes the lease row and queues its event for r, which the
 // caller has already marked busy under g.id; from is the state r was in.
 func recordLease(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, from berth.State, g grantArgs) (*berth.Lease, error) {
+	if g.kind == "" {
+		g.kind = berth.LeaseUse
+	}
+	if g.to == "" {
+		g.to = berth.StateBusy
+	}
+	if g.message == "" {
+		g.message = "leased to " + g.owner
+	}
+	if g.evKind == "" {
+		g.evKind = berth.EventLease
+	}
 	var token int64
-	err := tx.QueryRow(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING token`,
-		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires)).Scan(&token)
+	err := tx.QueryRow(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING token`,
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind)).Scan(&token)
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
-	ev.add(&berth.Event{Time: g.now, Resource: r.Name, Type: r.Type, Kind: berth.EventLease,
-		From: string(from), To: string(berth.StateBusy), Reason: g.reason, Actor: g.actor, LeaseID: g.id, Token: token,
-		Message: "leased to " + g.owner})
+	ev.add(&berth.Event{Time: g.now, Resource: r.Name, Type: r.Type, Kind: g.evKind,
+		From: string(from), To: string(g.to), Reason: g.reason, Actor: g.actor, LeaseID: g.id, Token: token,
+		Message: g.message})
 	return &berth.Lease{
-		ID: g.id, Token: token, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
+		ID: g.id, Token: token, Kind: g.kind, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
 		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID,
 	}, nil
 }
@@ -556,11 +579,11 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
-	decide := func(leaseType string) (berth.State, time.Duration) {
+	decide := func(leaseType string) store.Outcome {
 		if p.Decide != nil {
 			return p.Decide(leaseType)
 		}
-		return p.To, p.HandoffTTL
+		return store.Outcome{To: p.To, Deep: p.Deep, HandoffTTL: p.HandoffTTL}
 	}
 	// A lease this process granted has its type at hand: its release tries
 	// the one-statement path at once. That path declines, changing
@@ -568,8 +591,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	// pool since (a config change); the general path below serves those.
 	leaseType, known := s.leaseTypes.take(p.ID)
 	if known {
-		to, _ := decide(leaseType)
-		if res, err := s.releaseAtOnce(ctx, p, leaseType, to, t); err != nil || res != nil {
+		if res, err := s.releaseAtOnce(ctx, p, leaseType, decide(leaseType), t); err != nil || res != nil {
 			if err != nil {
 				return &store.LeaseReleaseResult{}, wrap("release", err)
 			}
@@ -595,7 +617,7 @@ var errResourceMoved = errors.New("the resource moved to another pool")
 
 // release reads what the lease's release needs to know, then ends it: in
 // one statement if that can (and tryAtOnce), else in the general way.
-func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide func(string) (berth.State, time.Duration), tryAtOnce bool, t time.Time) (*store.LeaseReleaseResult, error) {
+func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide func(string) store.Outcome, tryAtOnce bool, t time.Time) (*store.LeaseReleaseResult, error) {
 	// The type of the lease's resource: the pool it is in now, whose
 	// policy Decide applies and whose queue a freed resource goes to (not
 	// the lease's type when a config change moved the resource to another
@@ -617,9 +639,10 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 		return &store.LeaseReleaseResult{}, fmt.Errorf("find lease: %w", err)
 	}
 	// The pool the resource is in now decides what becomes of it.
-	to, handoffTTL := decide(resType)
+	out := decide(resType)
+	to := out.To
 	if tryAtOnce && (!waiting || to != berth.StateFree) {
-		if res, err := s.releaseAtOnce(ctx, p, resType, to, t); err != nil || res != nil {
+		if res, err := s.releaseAtOnce(ctx, p, resType, out, t); err != nil || res != nil {
 			if err != nil {
 				return &store.LeaseReleaseResult{}, err
 			}
@@ -639,17 +662,21 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 		status := berth.LeaseReleased
 		// A lease past its expiry is lost: only the reaper ends it, as
 		// expired, so that the record says what happened.
-		q := "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at > $1 RETURNING " + leaseColumns
+		// A cleaning lease ends through CleanEnd, with its outcome.
+		q := "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at > $1 AND kind = 'use' RETURNING " + leaseColumns
 		if p.Expired {
 			status = berth.LeaseExpired
 			// Only if still past its expiry: a heartbeat may have won.
-			q = "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at <= $1 RETURNING " + leaseColumns
+			q = "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at <= $1 AND kind = 'use' RETURNING " + leaseColumns
 		}
 		l, err := scanLease(tx.QueryRow(ctx, q, nanos(t), string(status), p.ID))
 		if errors.Is(err, pgx.ErrNoRows) {
 			l, err := leaseGet(ctx, tx, p.ID)
 			if err != nil {
 				return err
+			}
+			if l.Kind == berth.LeaseClean && l.Status == berth.LeaseActive {
+				return store.CleanLeaseError(l.ID)
 			}
 			if l.Status == berth.LeaseActive && p.Expired {
 				return store.ErrLeaseActive
@@ -683,7 +710,7 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 		ev := &events{}
 		reason := string(status)
 		from := r.State
-		if r.Retiring {
+		if r.Retiring && r.Source != berth.SourceDynamic {
 			if _, err := tx.Exec(ctx, "DELETE FROM resources WHERE name = $1", r.Name); err != nil {
 				return fmt.Errorf("remove retired resource: %w", err)
 			}
@@ -695,9 +722,10 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 		ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason})
 		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
-		if to == berth.StateFree {
+		r.CleanAttempts, r.NextCleanAt, r.DeepClean = 0, nil, out.Deep && to == berth.StateDirty
+		if to == berth.StateFree && !r.Retiring {
 			// Straight to the first waiter it suits, if any: one update.
-			h, err := handoff(ctx, tx, ev, r, t, handoffTTL, actor)
+			h, err := handoff(ctx, tx, ev, r, t, out.HandoffTTL, actor)
 			if err != nil {
 				return err
 			}
@@ -706,12 +734,11 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 				return ev.flush(ctx, tx)
 			}
 		}
-		if to == berth.StateQuarantined {
-			r.StateReason = p.Reason
-		}
+		r.StateReason = store.ReleaseReason(out, p.Reason)
 		r.State = to
-		if _, err := tx.Exec(ctx, `UPDATE resources SET state = $1, state_reason = $2, state_changed_at = $3, owner = '', lease_id = NULL
-			WHERE name = $4`, string(to), r.StateReason, nanos(t), r.Name); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE resources SET state = $1, state_reason = $2, state_changed_at = $3, owner = '', lease_id = NULL,
+				clean_attempts = 0, next_clean_at = 0, deep_clean = $5
+			WHERE name = $4`, string(to), r.StateReason, nanos(t), r.Name, r.DeepClean); err != nil {
 			return fmt.Errorf("move resource on: %w", err)
 		}
 		res.Resource = r
@@ -758,17 +785,15 @@ func (c *typeCache) take(id string) (string, bool) {
 // snapshot follows the locks, checks all that and makes the change with
 // its event. It returns nil, having changed nothing, when any check fails:
 // the general path sorts those cases out.
-func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, typ string, to berth.State, t time.Time) (*store.LeaseReleaseResult, error) {
+func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, typ string, out store.Outcome, t time.Time) (*store.LeaseReleaseResult, error) {
 	// typ is the type whose queue lock the batch takes; the statement
 	// declines unless the resource is of that type.
 	status, q := berth.LeaseReleased, releaseAtOnceSQL
 	if p.Expired {
 		status, q = berth.LeaseExpired, releaseExpiredAtOnceSQL
 	}
-	stateReason := ""
-	if to == berth.StateQuarantined {
-		stateReason = p.Reason
-	}
+	to := out.To
+	stateReason := store.ReleaseReason(out, p.Reason)
 	var (
 		ld  leaseDest
 		rd  resourceDest
@@ -778,7 +803,7 @@ func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, 
 		b.Queue(queueLockShared, typ)
 		b.Queue("SELECT 1 FROM leases l JOIN resources r ON r.name = l.resource WHERE l.id = $1 FOR UPDATE", p.ID)
 		b.Queue(q, nanos(t), string(status), p.ID, string(to), stateReason, string(berth.EventLease), p.Actor, p.Reason,
-			string(berth.StateFree), typ).QueryRow(func(row pgx.Row) error {
+			string(berth.StateFree), typ, out.Deep && to == berth.StateDirty).QueryRow(func(row pgx.Row) error {
 			err = row.Scan(append(ld.dest(), rd.dest()...)...)
 			return nil
 		})
@@ -804,7 +829,7 @@ var releaseAtOnceSQL, releaseExpiredAtOnceSQL = releaseAtOnceQuery("expires_at >
 func releaseAtOnceQuery(expiry string) string {
 	return `WITH l AS (
 		UPDATE leases SET ended_at = $1, end_reason = $2
-		WHERE id = $3 AND ended_at IS NULL AND ` + expiry + `
+		WHERE id = $3 AND ended_at IS NULL AND kind = 'use' AND ` + expiry + `
 			AND EXISTS (SELECT 1 FROM resources r WHERE r.name = leases.resource AND r.lease_id = leases.id AND NOT r.retiring
 				AND r.type = $10::text)
 			AND ($4::text <> $9::text OR NOT EXISTS (SELECT 1 FROM requests q WHERE q.type = $10::text AND q.expires_at > $1))
@@ -812,7 +837,8 @@ func releaseAtOnceQuery(expiry string) string {
 	), old AS (
 		SELECT r.name, r.state FROM resources r, l WHERE r.name = l.resource
 	), moved AS (
-		UPDATE resources SET state = $4, state_reason = $5, state_changed_at = $1, owner = '', lease_id = NULL
+		UPDATE resources SET state = $4, state_reason = $5, state_changed_at = $1, owner = '', lease_id = NULL,
+			clean_attempts = 0, next_clean_at = 0, deep_clean = $11::boolean
 		FROM l WHERE resources.name = l.resource
 		RETURNING ` + qualified("resources", resourceColumns) + `
 	), event AS (
@@ -847,9 +873,11 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 	}
 	// Only a resource healthy enough for its pool is handed over; one that
 	// is not stays free until a probe finds it so (see ResourceHealth).
+	// Nor one that an admin drained, alone or with its pool.
 	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at FROM requests
 		WHERE type = $1 AND expires_at > $2 AND $3::jsonb @> selector
-			AND EXISTS (SELECT 1 FROM resources WHERE name = $4 AND health_ok)
+			AND EXISTS (SELECT 1 FROM resources WHERE name = $4 AND health_ok AND NOT draining AND NOT retiring)
+			AND NOT EXISTS (SELECT 1 FROM pool_drains d WHERE d.type = $1)
 		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil

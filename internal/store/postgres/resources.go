@@ -17,7 +17,8 @@ import (
 
 const resourceColumns = `name, type, state, state_reason, state_changed_at, owner, lease_id,
 	user_data, labels, health_status, health_reason, health_message,
-	health_probe_time, health_transition_time, retiring`
+	health_probe_time, health_transition_time, retiring,
+	source, draining, clean_attempts, next_clean_at, deep_clean, created_at`
 
 func scanResource(row pgx.Row) (*berth.Resource, error) {
 	var d resourceDest
@@ -34,13 +35,16 @@ type resourceDest struct {
 	changed            int64
 	leaseID            *string
 	probeT, transition *int64
+	nextClean          int64
+	created            *int64
 }
 
 func (d *resourceDest) dest() []any {
 	r := &d.r
 	return []any{&r.Name, &r.Type, &r.State, &r.StateReason, &d.changed, &r.Owner, &d.leaseID,
 		&r.UserData, &r.Labels, &r.Health.Status, &r.Health.Reason, &r.Health.Message,
-		&d.probeT, &d.transition, &r.Retiring}
+		&d.probeT, &d.transition, &r.Retiring,
+		&r.Source, &r.Draining, &r.CleanAttempts, &d.nextClean, &r.DeepClean, &d.created}
 }
 
 func (d *resourceDest) resource() *berth.Resource {
@@ -51,6 +55,10 @@ func (d *resourceDest) resource() *berth.Resource {
 	}
 	r.Health.LastProbeTime = nullTime(d.probeT)
 	r.Health.LastTransitionTime = nullTime(d.transition)
+	if d.nextClean != 0 {
+		r.NextCleanAt = nullTime(&d.nextClean)
+	}
+	r.CreatedAt = nullTime(d.created)
 	if r.UserData == nil {
 		r.UserData = map[string]string{}
 	}
@@ -177,14 +185,15 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 	var order []string
 	// One snapshot for the three reads, so that the counts agree.
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, "SELECT type, lease_ttl, janitor, probe FROM pools ORDER BY type")
+		rows, err := tx.Query(ctx, `SELECT p.type, p.lease_ttl, p.janitor, p.probe, p.dynamic, d.type IS NOT NULL
+			FROM pools p LEFT JOIN pool_drains d ON d.type = p.type ORDER BY p.type`)
 		if err != nil {
 			return fmt.Errorf("list pools: %w", err)
 		}
 		for rows.Next() {
 			p := &berth.Pool{States: map[berth.State]int{}, Health: map[berth.HealthStatus]int{}}
 			var ttl int64
-			if err := rows.Scan(&p.Type, &ttl, &p.Janitor, &p.Probe); err != nil {
+			if err := rows.Scan(&p.Type, &ttl, &p.Janitor, &p.Probe, &p.Dynamic, &p.Draining); err != nil {
 				rows.Close()
 				return fmt.Errorf("list pools: %w", err)
 			}
@@ -197,18 +206,21 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 			return fmt.Errorf("list pools: %w", err)
 		}
 
-		rows, err = tx.Query(ctx, "SELECT type, state, health_status, count(*), sum(CASE WHEN health_ok AND state = 'free' AND NOT retiring THEN 1 ELSE 0 END) FROM resources GROUP BY type, state, health_status")
+		rows, err = tx.Query(ctx, `SELECT type, state, health_status, count(*),
+			sum(CASE WHEN health_ok AND state = 'free' AND NOT retiring AND NOT draining THEN 1 ELSE 0 END),
+			sum(CASE WHEN draining THEN 1 ELSE 0 END)
+			FROM resources GROUP BY type, state, health_status`)
 		if err != nil {
 			return fmt.Errorf("count resources: %w", err)
 		}
 		for rows.Next() {
 			var (
-				typ         string
-				state       berth.State
-				n, leasable int
-				health      berth.HealthStatus
+				typ                   string
+				state                 berth.State
+				n, leasable, draining int
+				health                berth.HealthStatus
 			)
-			if err := rows.Scan(&typ, &state, &health, &n, &leasable); err != nil {
+			if err := rows.Scan(&typ, &state, &health, &n, &leasable, &draining); err != nil {
 				rows.Close()
 				return fmt.Errorf("count resources: %w", err)
 			}
@@ -222,7 +234,10 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 			p.States[state] += n
 			p.Total += n
 			p.Health[health] += n
-			p.Leasable += leasable
+			p.DrainingResources += draining
+			if !p.Draining {
+				p.Leasable += leasable
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -277,9 +292,9 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			return fmt.Errorf("lock for sync: %w", err)
 		}
 		type have struct {
-			typ, state       string
-			userData, labels map[string]string
-			leased, retiring bool
+			typ, state, source string
+			userData, labels   map[string]string
+			leased, retiring   bool
 		}
 		// Resources this sync adds or frees may go to waiters: hold each
 		// pool's queue lock as a release does (see LeaseAcquire), and
@@ -302,14 +317,14 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		// meanwhile.
 		existing := map[string]*have{}
 		// In name order, as health updates lock them (see ResourceHealth).
-		rows, err := tx.Query(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources ORDER BY name FOR UPDATE")
+		rows, err := tx.Query(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring, source FROM resources ORDER BY name FOR UPDATE")
 		if err != nil {
 			return fmt.Errorf("read resources: %w", err)
 		}
 		for rows.Next() {
 			var name string
 			h := &have{}
-			if err := rows.Scan(&name, &h.typ, &h.state, &h.userData, &h.labels, &h.leased, &h.retiring); err != nil {
+			if err := rows.Scan(&name, &h.typ, &h.state, &h.userData, &h.labels, &h.leased, &h.retiring, &h.source); err != nil {
 				rows.Close()
 				return fmt.Errorf("read resources: %w", err)
 			}
@@ -344,13 +359,15 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		}
 		var added, moved []newResource
 		seen := map[string]bool{}
+		configured := map[string]bool{}
 		for _, pool := range p.Pools {
+			configured[pool.Type] = true
 			janitor := pool.Janitor
 			if janitor == "" {
 				janitor = "none"
 			}
-			if _, err := tx.Exec(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected, probe_hash) VALUES ($1, $2, $3, $4, $5, $6)",
-				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected, pool.ProbeHash); err != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected, probe_hash, dynamic) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected, pool.ProbeHash, pool.Dynamic); err != nil {
 				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
 			}
 			for _, spec := range pool.Resources {
@@ -360,7 +377,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
 					continue
 				}
-				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.retiring, t, p.Actor)
+				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.source, h.retiring, t, p.Actor)
 				if err != nil {
 					return err
 				}
@@ -397,7 +414,8 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if pool.Janitor != "" && pool.Janitor != "none" {
 				continue
 			}
-			rows, err := tx.Query(ctx, `UPDATE resources SET state = 'free', state_reason = '', state_changed_at = $1
+			rows, err := tx.Query(ctx, `UPDATE resources SET state = 'free', state_reason = '', state_changed_at = $1,
+					clean_attempts = 0, next_clean_at = 0, deep_clean = false
 				WHERE type = $2 AND state = 'dirty' AND lease_id IS NULL RETURNING name`, nanos(t), pool.Type)
 			if err != nil {
 				return fmt.Errorf("free dirty resources of %s: %w", pool.Type, err)
@@ -436,8 +454,18 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			}
 		}
 		for name, h := range existing {
-			if seen[name] || h.retiring {
+			if seen[name] || h.retiring && h.leased {
 				continue
+			}
+			if h.source != berth.SourceConfig && configured[h.typ] {
+				continue // added at runtime or provisioned: not the config's to remove
+			}
+			gone := "removed from the config"
+			if h.source != berth.SourceConfig {
+				gone = "its pool left the config"
+				if h.source == berth.SourceDynamic {
+					gone += " (berth did not deprovision it)"
+				}
 			}
 			if h.leased {
 				if _, err := tx.Exec(ctx, "UPDATE resources SET retiring = true WHERE name = $1", name); err != nil {
@@ -446,7 +474,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 				res.Retiring = append(res.Retiring, name)
 				ev.add(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
 					From: h.state, To: h.state, Reason: "retiring", Actor: p.Actor,
-					Message: "removed from the config while leased; leaves the pool when its lease ends"})
+					Message: gone + " while leased; leaves the pool when its lease ends"})
 				continue
 			}
 			if _, err := tx.Exec(ctx, "DELETE FROM resources WHERE name = $1", name); err != nil {
@@ -454,7 +482,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			}
 			res.Removed = append(res.Removed, name)
 			ev.add(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
-				From: h.state, Reason: "removed", Actor: p.Actor, Message: "removed from the config"})
+				From: h.state, Reason: "removed", Actor: p.Actor, Message: gone})
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM resource_probes p WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.name = p.name)"); err != nil {
 			return fmt.Errorf("forget probes of removed resources: %w", err)
@@ -548,7 +576,7 @@ func healthOKExpr(status, table string) string {
 // syncExisting brings a resource in line with the config and says
 // whether anything changed.
 func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.ResourceSpec, typ, haveType string, userData, labels map[string]string,
-	retiring bool, t time.Time, actor string) (bool, error) {
+	source string, retiring bool, t time.Time, actor string) (bool, error) {
 	if userData == nil {
 		userData = map[string]string{}
 	}
@@ -561,14 +589,17 @@ func syncExisting(ctx context.Context, tx pgx.Tx, ev *events, spec store.Resourc
 	// A leased resource moves to its new pool at once: its lease keeps the
 	// TTL it was granted with and its own type, so the holder sees no
 	// change, and when it is released it goes to the new pool's waiters.
-	if maps.Equal(merged, userData) && maps.Equal(newLabels, labels) && typ == haveType && !retiring {
+	if maps.Equal(merged, userData) && maps.Equal(newLabels, labels) && typ == haveType && !retiring && source == berth.SourceConfig {
 		return false, nil
 	}
-	if _, err := tx.Exec(ctx, "UPDATE resources SET type = $1, user_data = $2, labels = $3, retiring = false WHERE name = $4",
+	if _, err := tx.Exec(ctx, "UPDATE resources SET type = $1, user_data = $2, labels = $3, retiring = false, source = 'config' WHERE name = $4",
 		typ, merged, newLabels, spec.Name); err != nil {
 		return false, fmt.Errorf("update resource %s: %w", spec.Name, err)
 	}
 	msg := "user data or labels changed in the config"
+	if source != berth.SourceConfig {
+		msg = "now declared in the config"
+	}
 	if typ != haveType {
 		msg = fmt.Sprintf("moved from pool %s", haveType)
 	}
@@ -620,8 +651,8 @@ func insertResources(ctx context.Context, tx pgx.Tx, rs []newResource, t time.Ti
 			names[i], types[i] = r.spec.Name, r.typ
 			uds[i], labels[i] = nonNil(r.spec.UserData), nonNil(r.spec.Labels)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels)
-			SELECT n, t, 'free', $3, u, l FROM unnest($1::text[], $2::text[], $4::jsonb[], $5::jsonb[]) AS x(n, t, u, l)`,
+		if _, err := tx.Exec(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels, created_at)
+			SELECT n, t, 'free', $3, u, l, $3 FROM unnest($1::text[], $2::text[], $4::jsonb[], $5::jsonb[]) AS x(n, t, u, l)`,
 			names, types, nanos(t), uds, labels); err != nil {
 			return fmt.Errorf("insert resources: %w", err)
 		}

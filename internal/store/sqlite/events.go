@@ -13,8 +13,8 @@ import (
 var insertEventSQL = func() (qs [eventChunk + 1]string) {
 	for n := 1; n <= eventChunk; n++ {
 		qs[n] = `INSERT INTO events
-	(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
-	VALUES ` + rows("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", n)
+	(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output)
+	VALUES ` + rows("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", n)
 	}
 	return qs
 }()
@@ -32,7 +32,7 @@ func newEventWriter(_ context.Context, tx *wtx) (*eventWriter, error) {
 
 func (w *eventWriter) write(e *berth.Event) error {
 	w.tx.addEvent(nanos(e.Time), e.Resource, e.Type, string(e.Kind), e.From, e.To,
-		e.Reason, e.Actor, e.LeaseID, e.Token, e.Message)
+		e.Reason, e.Actor, e.LeaseID, e.Token, e.Message, e.Output)
 	return nil
 }
 
@@ -51,6 +51,14 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 		where = append(where, "type = ?")
 		args = append(args, p.Type)
 	}
+	if p.Kind != "" {
+		where = append(where, "kind = ?")
+		args = append(args, string(p.Kind))
+	}
+	if p.Actor != "" {
+		where = append(where, "actor = ?")
+		args = append(args, p.Actor)
+	}
 	if !p.Since.IsZero() {
 		where = append(where, "time >= ?")
 		args = append(args, nanos(p.Since))
@@ -59,7 +67,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 		where = append(where, "id > ?")
 		args = append(args, p.AfterID)
 	}
-	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message FROM events`
+	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -83,7 +91,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 			e berth.Event
 			t int64
 		)
-		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message); err != nil {
+		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message, &e.Output); err != nil {
 			return nil, fmt.Errorf("sqlite: list events: %w", err)
 		}
 		e.Time = fromNanos(t)
@@ -93,4 +101,13 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 		return nil, fmt.Errorf("sqlite: list events: %w", err)
 	}
 	return out, nil
+}
+
+// EventRecord writes one event on its own.
+func (s *Store) EventRecord(ctx context.Context, e *berth.Event) error {
+	err := s.tx(ctx, func(tx *wtx) error { return (&eventWriter{tx: tx}).write(e) })
+	if err != nil {
+		return fmt.Errorf("sqlite: record event: %w", err)
+	}
+	return nil
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/berth-ci/berth/internal/store"
 )
 
-const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason`
+const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason, kind`
 
 func scanLease(row scanner) (*berth.Lease, error) {
 	var (
@@ -23,7 +23,7 @@ func scanLease(row scanner) (*berth.Lease, error) {
 		ended         sql.NullInt64
 		endReason     string
 	)
-	if err := row.Scan(&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &reqID, &ttl, &acq, &exp, &ended, &endReason); err != nil {
+	if err := row.Scan(&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &reqID, &ttl, &acq, &exp, &ended, &endReason, &l.Kind); err != nil {
 		return nil, err
 	}
 	l.RequestID = reqID.String
@@ -36,6 +36,8 @@ func scanLease(row scanner) (*berth.Lease, error) {
 		l.Status = berth.LeaseActive
 	case endReason == string(berth.LeaseExpired):
 		l.Status = berth.LeaseExpired
+	case endReason == string(berth.LeaseRevoked):
+		l.Status = berth.LeaseRevoked
 	default:
 		l.Status = berth.LeaseReleased
 	}
@@ -160,7 +162,8 @@ func jsonPath(key string) string { return `$."` + key + `"` }
 func takeFree(ctx context.Context, tx *wtx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
 	var b strings.Builder
 	b.WriteString(`UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
-		WHERE rowid = (SELECT rowid FROM resources WHERE type = ? AND state = 'free' AND retiring = 0 AND health_ok = 1`)
+		WHERE rowid = (SELECT rowid FROM resources WHERE type = ? AND state = 'free' AND retiring = 0 AND health_ok = 1 AND draining = 0
+			AND NOT EXISTS (SELECT 1 FROM pool_drains WHERE pool_drains.type = resources.type)`)
 	args := []any{nanos(t), owner, leaseID, typ}
 	for _, k := range sel.Keys() {
 		b.WriteString(" AND json_extract(labels, ?) = ?")
@@ -182,14 +185,33 @@ type grantArgs struct {
 	ttl                  time.Duration
 	expires, now         time.Time
 	actor, reason        string
+	// kind is berth.LeaseUse unless set; to is the state the lease puts
+	// the resource in, berth.StateBusy unless set; message replaces the
+	// event's "leased to OWNER".
+	kind    berth.LeaseKind
+	to      berth.State
+	message string
+	evKind  berth.EventKind
 }
 
 // recordLease writes the lease row and its event for r, which the caller
 // has already marked busy under g.id; from is the state r was in.
 func recordLease(ctx context.Context, tx *wtx, r *berth.Resource, from berth.State, g grantArgs) (*berth.Lease, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires))
+	if g.kind == "" {
+		g.kind = berth.LeaseUse
+	}
+	if g.to == "" {
+		g.to = berth.StateBusy
+	}
+	if g.message == "" {
+		g.message = "leased to " + g.owner
+	}
+	if g.evKind == "" {
+		g.evKind = berth.EventLease
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind))
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
@@ -198,13 +220,13 @@ func recordLease(ctx context.Context, tx *wtx, r *berth.Resource, from berth.Sta
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
 	ev := &eventWriter{tx: tx}
-	if err := ev.write(&berth.Event{Time: g.now, Resource: r.Name, Type: r.Type, Kind: berth.EventLease,
-		From: string(from), To: string(berth.StateBusy), Reason: g.reason, Actor: g.actor, LeaseID: g.id, Token: token,
-		Message: "leased to " + g.owner}); err != nil {
+	if err := ev.write(&berth.Event{Time: g.now, Resource: r.Name, Type: r.Type, Kind: g.evKind,
+		From: string(from), To: string(g.to), Reason: g.reason, Actor: g.actor, LeaseID: g.id, Token: token,
+		Message: g.message}); err != nil {
 		return nil, err
 	}
 	return &berth.Lease{
-		ID: g.id, Token: token, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
+		ID: g.id, Token: token, Kind: g.kind, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
 		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID,
 	}, nil
 }
@@ -393,17 +415,21 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		status := berth.LeaseReleased
 		// A lease past its expiry is lost: only the reaper ends it, as
 		// expired, so that the record says what happened.
-		q := "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at > ?1 RETURNING " + leaseColumns
+		// A cleaning lease ends through CleanEnd, with its outcome.
+		q := "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at > ?1 AND kind = 'use' RETURNING " + leaseColumns
 		if p.Expired {
 			status = berth.LeaseExpired
 			// Only if still past its expiry: a heartbeat may have won.
-			q = "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at <= ?1 RETURNING " + leaseColumns
+			q = "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at <= ?1 AND kind = 'use' RETURNING " + leaseColumns
 		}
 		l, err := scanLease(tx.QueryRowContext(ctx, q, nanos(t), string(status), p.ID))
 		if errors.Is(err, sql.ErrNoRows) {
 			l, err := leaseGet(ctx, tx, p.ID)
 			if err != nil {
 				return err
+			}
+			if l.Kind == berth.LeaseClean && l.Status == berth.LeaseActive {
+				return store.CleanLeaseError(l.ID)
 			}
 			if l.Status == berth.LeaseActive && p.Expired {
 				return errLeaseActive
@@ -419,10 +445,11 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		if actor == "" {
 			actor = l.Owner // the holder released it
 		}
-		to, handoffTTL := p.To, p.HandoffTTL
+		out := store.Outcome{To: p.To, Deep: p.Deep, HandoffTTL: p.HandoffTTL}
 		if p.Decide != nil {
-			to, handoffTTL = p.Decide(l.Type)
+			out = p.Decide(l.Type)
 		}
+		to := out.To
 
 		// The common case in one statement: a busy resource that stays in
 		// the pool and that no request waits for. Anything else (a
@@ -430,13 +457,10 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		// to another pool, whose waiters were not asked about, a row that
 		// does not say what it should) takes the general way below.
 		if to != berth.StateFree || !waiting(ctx, tx, l.Type, t) {
-			var reason string
-			if to == berth.StateQuarantined {
-				reason = p.Reason
-			}
-			r, err := scanResource(tx.QueryRowContext(ctx, `UPDATE resources SET state = ?1, state_reason = ?2, state_changed_at = ?3, owner = '', lease_id = NULL
+			r, err := scanResource(tx.QueryRowContext(ctx, `UPDATE resources SET state = ?1, state_reason = ?2, state_changed_at = ?3, owner = '', lease_id = NULL,
+					clean_attempts = 0, next_clean_at = 0, deep_clean = ?7
 				WHERE name = ?4 AND lease_id = ?5 AND state = 'busy' AND retiring = 0 AND type = ?6 RETURNING `+resourceColumns,
-				string(to), reason, nanos(t), l.Resource, l.ID, l.Type))
+				string(to), store.ReleaseReason(out, p.Reason), nanos(t), l.Resource, l.ID, l.Type, out.Deep && to == berth.StateDirty))
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 			case err != nil:
@@ -456,12 +480,13 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		}
 		if p.Decide != nil && r.Type != l.Type {
 			// A config change moved it: the pool it is in now decides.
-			to, handoffTTL = p.Decide(r.Type)
+			out = p.Decide(r.Type)
+			to = out.To
 		}
 		ev := &eventWriter{tx: tx}
 		reason := string(status)
 		from := r.State
-		if r.Retiring {
+		if r.Retiring && r.Source != berth.SourceDynamic {
 			if _, err := tx.ExecContext(ctx, "DELETE FROM resources WHERE name = ?", r.Name); err != nil {
 				return fmt.Errorf("remove retired resource: %w", err)
 			}
@@ -474,9 +499,10 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			return err
 		}
 		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
-		if to == berth.StateFree {
+		r.CleanAttempts, r.NextCleanAt, r.DeepClean = 0, nil, out.Deep && to == berth.StateDirty
+		if to == berth.StateFree && !r.Retiring {
 			// Straight to the first waiter it suits, if any: one update.
-			h, err := handoff(ctx, tx, r, t, handoffTTL, actor)
+			h, err := handoff(ctx, tx, r, t, out.HandoffTTL, actor)
 			if err != nil {
 				return err
 			}
@@ -485,12 +511,11 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 				return nil
 			}
 		}
-		if to == berth.StateQuarantined {
-			r.StateReason = p.Reason
-		}
+		r.StateReason = store.ReleaseReason(out, p.Reason)
 		r.State = to
-		if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, state_reason = ?, state_changed_at = ?, owner = '', lease_id = NULL
-			WHERE name = ?`, string(to), r.StateReason, nanos(t), r.Name); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, state_reason = ?, state_changed_at = ?, owner = '', lease_id = NULL,
+				clean_attempts = 0, next_clean_at = 0, deep_clean = ?
+			WHERE name = ?`, string(to), r.StateReason, nanos(t), r.DeepClean, r.Name); err != nil {
 			return fmt.Errorf("move resource on: %w", err)
 		}
 		res.Resource = r
@@ -517,8 +542,10 @@ func waiting(ctx context.Context, tx *wtx, typ string, t time.Time) bool {
 func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
 	// Only a resource healthy enough for its pool is handed over; one that
 	// is not stays free until a probe finds it so (see ResourceHealth).
+	// Nor one that an admin drained, alone or with its pool.
 	var ok bool
-	if err := tx.QueryRowContext(ctx, "SELECT health_ok FROM resources WHERE name = ?", r.Name).Scan(&ok); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT health_ok AND draining = 0 AND retiring = 0
+		AND NOT EXISTS (SELECT 1 FROM pool_drains d WHERE d.type = resources.type) FROM resources WHERE name = ?`, r.Name).Scan(&ok); err != nil {
 		return nil, fmt.Errorf("read health of %s: %w", r.Name, err)
 	}
 	if !ok {

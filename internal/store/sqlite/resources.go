@@ -16,7 +16,8 @@ import (
 
 const resourceColumns = `name, type, state, state_reason, state_changed_at, owner, lease_id,
 	user_data, labels, health_status, health_reason, health_message,
-	health_probe_time, health_transition_time, retiring`
+	health_probe_time, health_transition_time, retiring,
+	source, draining, clean_attempts, next_clean_at, deep_clean, created_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -27,11 +28,15 @@ func scanResource(row scanner) (*berth.Resource, error) {
 		leaseID            sql.NullString
 		userData, labels   string
 		probeT, transition sql.NullInt64
-		retiring           int
+		retiring, draining int
+		deep               int
+		nextClean          int64
+		created            sql.NullInt64
 	)
 	err := row.Scan(&r.Name, &r.Type, &r.State, &r.StateReason, &changed, &r.Owner, &leaseID,
 		&userData, &labels, &r.Health.Status, &r.Health.Reason, &r.Health.Message,
-		&probeT, &transition, &retiring)
+		&probeT, &transition, &retiring,
+		&r.Source, &draining, &r.CleanAttempts, &nextClean, &deep, &created)
 	if err != nil {
 		return nil, err
 	}
@@ -40,6 +45,12 @@ func scanResource(row scanner) (*berth.Resource, error) {
 	r.Health.LastProbeTime = nullTime(probeT)
 	r.Health.LastTransitionTime = nullTime(transition)
 	r.Retiring = retiring != 0
+	r.Draining = draining != 0
+	r.DeepClean = deep != 0
+	if nextClean != 0 {
+		r.NextCleanAt = nullTime(sql.NullInt64{Int64: nextClean, Valid: true})
+	}
+	r.CreatedAt = nullTime(created)
 	if r.UserData, err = stringMap(userData); err != nil {
 		return nil, fmt.Errorf("resource %s: user data: %w", r.Name, err)
 	}
@@ -147,18 +158,26 @@ func (s *Store) ResourceList(ctx context.Context, p *store.ResourceListParams) (
 func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 	pools := map[string]*berth.Pool{}
 	var order []string
-	rows, err := s.r.QueryContext(ctx, "SELECT type, lease_ttl, janitor, probe FROM pools ORDER BY type")
+	rows, err := s.r.QueryContext(ctx, `SELECT p.type, p.lease_ttl, p.janitor, p.probe, p.dynamic, d.type IS NOT NULL
+		FROM pools p LEFT JOIN pool_drains d ON d.type = p.type ORDER BY p.type`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list pools: %w", err)
 	}
 	for rows.Next() {
 		p := &berth.Pool{States: map[berth.State]int{}, Health: map[berth.HealthStatus]int{}}
-		var ttl int64
-		if err := rows.Scan(&p.Type, &ttl, &p.Janitor, &p.Probe); err != nil {
+		var (
+			ttl     int64
+			dynamic string
+		)
+		if err := rows.Scan(&p.Type, &ttl, &p.Janitor, &p.Probe, &dynamic, &p.Draining); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("sqlite: list pools: %w", err)
 		}
 		p.LeaseTTL = berth.Duration(ttl)
+		if p.Dynamic, err = decodeDynamic(dynamic); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlite: pool %s: %w", p.Type, err)
+		}
 		pools[p.Type] = p
 		order = append(order, p.Type)
 	}
@@ -167,18 +186,20 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 		return nil, fmt.Errorf("sqlite: list pools: %w", err)
 	}
 
-	rows, err = s.r.QueryContext(ctx, "SELECT type, state, health_status, count(*), sum(health_ok AND state = 'free' AND retiring = 0) FROM resources GROUP BY type, state, health_status")
+	rows, err = s.r.QueryContext(ctx, `SELECT type, state, health_status, count(*),
+		sum(health_ok AND state = 'free' AND retiring = 0 AND draining = 0), sum(draining)
+		FROM resources GROUP BY type, state, health_status`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: count resources: %w", err)
 	}
 	for rows.Next() {
 		var (
-			typ         string
-			state       berth.State
-			n, leasable int
-			health      berth.HealthStatus
+			typ                   string
+			state                 berth.State
+			n, leasable, draining int
+			health                berth.HealthStatus
 		)
-		if err := rows.Scan(&typ, &state, &health, &n, &leasable); err != nil {
+		if err := rows.Scan(&typ, &state, &health, &n, &leasable, &draining); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("sqlite: count resources: %w", err)
 		}
@@ -192,7 +213,10 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 		p.States[state] += n
 		p.Total += n
 		p.Health[health] += n
-		p.Leasable += leasable
+		p.DrainingResources += draining
+		if !p.Draining {
+			p.Leasable += leasable
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -227,6 +251,27 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 	return out, nil
 }
 
+// decodeDynamic reads a pool's stored dynamic sizing; "" is a static pool.
+func decodeDynamic(s string) (*berth.Dynamic, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var d berth.Dynamic
+	if err := json.Unmarshal([]byte(s), &d); err != nil {
+		return nil, fmt.Errorf("dynamic sizing: %w", err)
+	}
+	return &d, nil
+}
+
+// encodeDynamic is the stored form of d.
+func encodeDynamic(d *berth.Dynamic) string {
+	if d == nil {
+		return ""
+	}
+	b, _ := json.Marshal(d) // a struct of numbers always marshals
+	return string(b)
+}
+
 // PoolSync makes the stored pools match the config: new resources are added
 // free, resources gone from the config are deleted, or marked retiring while
 // leased so that no lease is lost. Config user data is merged over what is
@@ -237,18 +282,18 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 	err := s.tx(ctx, func(tx *wtx) error {
 		*res = store.PoolSyncResult{}
 		type have struct {
-			typ, state, userData, labels string
-			leased, retiring             bool
+			typ, state, userData, labels, source string
+			leased, retiring                     bool
 		}
 		existing := map[string]*have{}
-		rows, err := tx.QueryContext(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring FROM resources")
+		rows, err := tx.QueryContext(ctx, "SELECT name, type, state, user_data, labels, lease_id IS NOT NULL, retiring, source FROM resources")
 		if err != nil {
 			return fmt.Errorf("read resources: %w", err)
 		}
 		for rows.Next() {
 			var name string
 			h := &have{}
-			if err := rows.Scan(&name, &h.typ, &h.state, &h.userData, &h.labels, &h.leased, &h.retiring); err != nil {
+			if err := rows.Scan(&name, &h.typ, &h.state, &h.userData, &h.labels, &h.leased, &h.retiring, &h.source); err != nil {
 				rows.Close()
 				return fmt.Errorf("read resources: %w", err)
 			}
@@ -292,13 +337,15 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 		}
 		var added, moved []newResource
 		seen := map[string]bool{}
+		configured := map[string]bool{}
 		for _, pool := range p.Pools {
+			configured[pool.Type] = true
 			janitor := pool.Janitor
 			if janitor == "" {
 				janitor = "none"
 			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected, probe_hash) VALUES (?, ?, ?, ?, ?, ?)",
-				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected, pool.ProbeHash); err != nil {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO pools (type, lease_ttl, janitor, probe, require_connected, probe_hash, dynamic) VALUES (?, ?, ?, ?, ?, ?, ?)",
+				pool.Type, int64(pool.LeaseTTL), janitor, pool.Probe, pool.Probe != "" && pool.RequireConnected, pool.ProbeHash, encodeDynamic(pool.Dynamic)); err != nil {
 				return fmt.Errorf("insert pool %s: %w", pool.Type, err)
 			}
 			for _, spec := range pool.Resources {
@@ -308,7 +355,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
 					continue
 				}
-				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.leased, h.retiring, t, p.Actor)
+				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.source, h.retiring, t, p.Actor)
 				if err != nil {
 					return err
 				}
@@ -345,7 +392,8 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if pool.Janitor != "" && pool.Janitor != "none" {
 				continue
 			}
-			rows, err := tx.QueryContext(ctx, `UPDATE resources SET state = 'free', state_reason = '', state_changed_at = ?
+			rows, err := tx.QueryContext(ctx, `UPDATE resources SET state = 'free', state_reason = '', state_changed_at = ?,
+					clean_attempts = 0, next_clean_at = 0, deep_clean = 0
 				WHERE type = ? AND state = 'dirty' AND lease_id IS NULL RETURNING name`, nanos(t), pool.Type)
 			if err != nil {
 				return fmt.Errorf("free dirty resources of %s: %w", pool.Type, err)
@@ -393,8 +441,18 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			}
 		}
 		for name, h := range existing {
-			if seen[name] || h.retiring {
+			if seen[name] || h.retiring && h.leased {
 				continue
+			}
+			if h.source != berth.SourceConfig && configured[h.typ] {
+				continue // added at runtime or provisioned: not the config's to remove
+			}
+			gone := "removed from the config"
+			if h.source != berth.SourceConfig {
+				gone = "its pool left the config"
+				if h.source == berth.SourceDynamic {
+					gone += " (berth did not deprovision it)"
+				}
 			}
 			if h.leased {
 				if _, err := tx.ExecContext(ctx, "UPDATE resources SET retiring = 1 WHERE name = ?", name); err != nil {
@@ -403,7 +461,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 				res.Retiring = append(res.Retiring, name)
 				if err := ev.write(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
 					From: h.state, To: h.state, Reason: "retiring", Actor: p.Actor,
-					Message: "removed from the config while leased; leaves the pool when its lease ends"}); err != nil {
+					Message: gone + " while leased; leaves the pool when its lease ends"}); err != nil {
 					return err
 				}
 				continue
@@ -413,7 +471,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			}
 			res.Removed = append(res.Removed, name)
 			if err := ev.write(&berth.Event{Time: t, Resource: name, Type: h.typ, Kind: berth.EventConfig,
-				From: h.state, Reason: "removed", Actor: p.Actor, Message: "removed from the config"}); err != nil {
+				From: h.state, Reason: "removed", Actor: p.Actor, Message: gone}); err != nil {
 				return err
 			}
 		}
@@ -503,8 +561,8 @@ const healthOKExpr = `(health_status = 'Connected' OR (health_status = 'Unknown'
 
 // syncExisting brings a resource in line with the config and says
 // whether anything changed.
-func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.ResourceSpec, typ, haveType, userData, labels string,
-	leased, retiring bool, t time.Time, actor string) (bool, error) {
+func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.ResourceSpec, typ, haveType, userData, labels, source string,
+	retiring bool, t time.Time, actor string) (bool, error) {
 	var ud map[string]string
 	if err := json.Unmarshal([]byte(userData), &ud); err != nil {
 		return false, fmt.Errorf("resource %s: user data: %w", spec.Name, err)
@@ -520,14 +578,17 @@ func syncExisting(ctx context.Context, tx *wtx, ev *eventWriter, spec store.Reso
 	// TTL it was granted with and its own type, so the holder sees no
 	// change, and when it is released it goes to the new pool's waiters.
 	newType := typ
-	if newUD == mustJSON(ud) && newLabels == canonical(labels) && newType == haveType && !retiring {
+	if newUD == mustJSON(ud) && newLabels == canonical(labels) && newType == haveType && !retiring && source == berth.SourceConfig {
 		return false, nil
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE resources SET type = ?, user_data = ?, labels = ?, retiring = 0 WHERE name = ?",
+	if _, err := tx.ExecContext(ctx, "UPDATE resources SET type = ?, user_data = ?, labels = ?, retiring = 0, source = 'config' WHERE name = ?",
 		newType, newUD, newLabels, spec.Name); err != nil {
 		return false, fmt.Errorf("update resource %s: %w", spec.Name, err)
 	}
 	msg := "user data or labels changed in the config"
+	if source != berth.SourceConfig {
+		msg = "now declared in the config"
+	}
 	if newType != haveType {
 		msg = fmt.Sprintf("moved from pool %s", haveType)
 	}
@@ -580,10 +641,10 @@ func insertResources(ctx context.Context, tx *wtx, rs []newResource, t time.Time
 		n := min(chunk, len(rs))
 		part := rs[:n]
 		rs = rs[n:]
-		res := make([]any, 0, n*5)
+		res := make([]any, 0, n*6)
 		evs := make([]any, 0, n*6)
 		for _, r := range part {
-			res = append(res, r.spec.Name, r.typ, nanos(t), mustJSON(r.spec.UserData), mustJSON(r.spec.Labels))
+			res = append(res, r.spec.Name, r.typ, nanos(t), mustJSON(r.spec.UserData), mustJSON(r.spec.Labels), nanos(t))
 			evs = append(evs, nanos(t), r.spec.Name, r.typ, string(berth.EventConfig), string(berth.StateFree), actor)
 		}
 		// Full chunks reuse one prepared statement; the last, shorter one
@@ -594,7 +655,7 @@ func insertResources(ctx context.Context, tx *wtx, rs []newResource, t time.Time
 				return tx.w.conn.ExecContext(context.Background(), q, args...) // never interruptible; see wtx
 			}
 		}
-		q := "INSERT INTO resources (name, type, state, state_changed_at, user_data, labels) VALUES " + rows("(?, ?, 'free', ?, ?, ?)", n)
+		q := "INSERT INTO resources (name, type, state, state_changed_at, user_data, labels, created_at) VALUES " + rows("(?, ?, 'free', ?, ?, ?, ?)", n)
 		if _, err := exec(q, res...); err != nil {
 			return fmt.Errorf("insert resources: %w", err)
 		}

@@ -293,7 +293,7 @@ type wtx struct {
 }
 
 // eventCols is the number of parameters one event takes.
-const eventCols = 11
+const eventCols = 12
 
 // eventChunk is how many events one INSERT writes.
 const eventChunk = 64

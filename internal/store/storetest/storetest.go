@@ -76,7 +76,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"HealthWritesDoNotHideResources", testHealthWritesDoNotHideResources},
 		{"HealthReprobe", testHealthReprobe},
 	}
-	for _, c := range cases {
+	for _, c := range append(cases, lifecycleCases...) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			s := newStore(t)
@@ -836,11 +836,11 @@ func testReleaseMovedToWaiter(t *testing.T, s store.Store) {
 	}
 	// The new pool's policy applies: its lease TTL for the handoff.
 	rel, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: l.ID, Now: at(3 * time.Second),
-		Decide: func(typ string) (berth.State, time.Duration) {
+		Decide: func(typ string) store.Outcome {
 			if typ == "new" {
-				return berth.StateFree, 2 * time.Hour
+				return store.Outcome{To: berth.StateFree, HandoffTTL: 2 * time.Hour}
 			}
-			return berth.StateFree, ttl
+			return store.Outcome{To: berth.StateFree, HandoffTTL: ttl}
 		}})
 	if err != nil {
 		t.Fatal(err)

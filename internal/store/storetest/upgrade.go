@@ -72,6 +72,15 @@ func Upgrade(t *testing.T, snapshot []byte, openNew func(t *testing.T) store.Sto
 		}
 		p.Health, p.Leasable = nil, 0
 	}
+	// Fields of issue 5: resources the old berth had came from its
+	// config and joined the store at their last change as far as anyone
+	// can tell; its leases were all for use.
+	for _, r := range before.Resources {
+		r.Source = berth.SourceConfig
+		at := r.StateChangedAt
+		r.CreatedAt = &at
+	}
+	before.Lease.Kind = berth.LeaseUse
 	// Compared as JSON: what clients see must not change.
 	if b, a := mustJSON(t, before), mustJSON(t, after); b != a {
 		t.Fatalf("data changed in the upgrade:\nbefore %s\nafter  %s", b, a)
