@@ -90,6 +90,10 @@ func (c *Client) Resource(ctx context.Context, name string) (*berth.Resource, er
 type EventFilter struct {
 	// Resource and Type keep the events of one resource or one pool type.
 	Resource, Type string
+	// Kind keeps events of one kind (berth.EventJanitor: the cleanings,
+	// with the janitors' output); Actor those of one actor.
+	Kind  berth.EventKind
+	Actor string
 	// Since keeps events at or after a time; After those with a greater ID
 	// (the way to page, or to follow the feed).
 	Since time.Time
@@ -115,6 +119,12 @@ func (c *Client) Events(ctx context.Context, f EventFilter) ([]*berth.Event, err
 	}
 	if f.Type != "" {
 		q.Set("type", f.Type)
+	}
+	if f.Kind != "" {
+		q.Set("kind", string(f.Kind))
+	}
+	if f.Actor != "" {
+		q.Set("actor", f.Actor)
 	}
 	if !f.Since.IsZero() {
 		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))

@@ -76,9 +76,10 @@ func New(opts Options) *Server {
 	s.route("/v1/requests/{id}", methods{"GET": s.getRequest, "DELETE": s.cancelRequest})
 	s.route("/v1/pools", methods{"GET": s.listPools})
 	s.route("/v1/pools/{type}", methods{"GET": s.getPool})
-	s.route("/v1/resources", methods{"GET": s.listResources})
+	s.route("/v1/resources", methods{"GET": s.listResources, "POST": s.addResource})
 	s.route("/v1/resources/{name}", methods{"GET": s.getResource})
 	s.route("/v1/events", methods{"GET": s.listEvents})
+	s.lifecycleRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, berth.Errorf(berth.ENotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -453,10 +454,10 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) error {
 const MaxEventWait = lease.DefaultMaxPoll
 
 func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
-	q := newQuery(r, "resource", "type", "since", "after", "limit", "wait", "order")
+	q := newQuery(r, "resource", "type", "kind", "actor", "since", "after", "limit", "wait", "order")
 	p := &lease.EventListParams{
-		Resource: q.name("resource"), Type: q.name("type"), Since: q.time("since"), AfterID: q.int64("after"),
-		Limit: q.int("limit", 100, 1, 10000),
+		Resource: q.name("resource"), Type: q.name("type"), Kind: berth.EventKind(q.name("kind")), Actor: q.str("actor"),
+		Since: q.time("since"), AfterID: q.int64("after"), Limit: q.int("limit", 100, 1, 10000),
 	}
 	wait := q.duration("wait", MaxEventWait)
 	switch o := q.str("order"); o {

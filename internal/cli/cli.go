@@ -148,6 +148,11 @@ Lease a resource for the length of a job:  berth run --type gce-project -- ./tes
 		e.poolsCommand(),
 		e.resourcesCommand(),
 		e.eventsCommand(),
+		e.quarantineCommand(),
+		e.unquarantineCommand(),
+		e.drainCommand(true),
+		e.drainCommand(false),
+		e.janitorCommand(),
 		e.versionCommand(),
 		e.benchCommand(),
 	)

@@ -210,9 +210,10 @@ func (e *env) releaseCommand() *cobra.Command {
 		Use:   "release LEASE_ID [--dirty|--free|--broken REASON]",
 		Short: "Give a leased resource back",
 		Long: `Give a leased resource back. By default (--dirty) it is cleaned as its pool
-says before anyone else gets it (this version has no janitors, so it goes
-straight back to free); --free vouches that it is clean; --broken takes it
-out of service (quarantined) with the reason given.`,
+says before anyone else gets it (a pool without a janitor takes it straight
+back as free); --free vouches that it is clean; --broken reports it broken,
+with the reason given: it is quarantined, or cleaned deeply where its pool's
+janitor says onBroken: clean. The reason and who reported it are kept.`,
 		Args: argsExactly("LEASE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := client.ReleaseParams{To: berth.ReleaseDirty}
@@ -250,8 +251,8 @@ out of service (quarantined) with the reason given.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&dirty, "dirty", false, "the resource needs cleaning (the default)")
-	f.BoolVar(&free, "free", false, "the resource is clean: skip cleaning (until pools have janitors, the same as --dirty)")
-	f.StringVar(&broken, "broken", "", "the resource is broken: quarantine it with this reason")
+	f.BoolVar(&free, "free", false, "the resource is clean: skip its pool's janitor")
+	f.StringVar(&broken, "broken", "", "the resource is broken: quarantine it (or have it cleaned deeply, as its pool says), with this reason")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.MarkFlagsMutuallyExclusive("dirty", "free", "broken")
 	return cmd

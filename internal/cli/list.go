@@ -33,15 +33,23 @@ func (e *env) poolsCommand() *cobra.Command {
 				return e.printJSON(ps)
 			}
 			t := newTable(e.stdout)
-			t.row("TYPE", "TOTAL", "FREE", "LEASABLE", "BUSY", "DIRTY", "CLEANING", "QUARANTINED", "WAITING",
-				"PROBE", "CONNECTED", "DISCONNECTED", "UNKNOWN", "LEASE TTL", "JANITOR")
+			t.row("TYPE", "TOTAL", "FREE", "LEASABLE", "BUSY", "DIRTY", "CLEANING", "QUARANTINED", "DRAINING", "WAITING",
+				"PROBE", "CONNECTED", "DISCONNECTED", "UNKNOWN", "LEASE TTL", "JANITOR", "DYNAMIC")
 			for _, p := range ps {
+				draining := strconv.Itoa(p.DrainingResources)
+				if p.Draining {
+					draining = "pool"
+				}
+				dynamic := "-"
+				if d := p.Dynamic; d != nil {
+					dynamic = fmt.Sprintf("%d-%d", d.MinFree, d.MaxTotal)
+				}
 				t.row(p.Type, strconv.Itoa(p.Total),
 					strconv.Itoa(p.States[berth.StateFree]), strconv.Itoa(p.Leasable), strconv.Itoa(p.States[berth.StateBusy]),
 					strconv.Itoa(p.States[berth.StateDirty]), strconv.Itoa(p.States[berth.StateCleaning]),
-					strconv.Itoa(p.States[berth.StateQuarantined]), strconv.Itoa(p.Waiters),
+					strconv.Itoa(p.States[berth.StateQuarantined]), draining, strconv.Itoa(p.Waiters),
 					dash(p.Probe), strconv.Itoa(p.Health[berth.HealthConnected]), strconv.Itoa(p.Health[berth.HealthDisconnected]),
-					strconv.Itoa(p.Health[berth.HealthUnknown]), p.LeaseTTL.String(), p.Janitor)
+					strconv.Itoa(p.Health[berth.HealthUnknown]), p.LeaseTTL.String(), p.Janitor, dynamic)
 			}
 			return t.flush()
 		},
@@ -83,6 +91,12 @@ func (e *env) resourcesCommand() *cobra.Command {
 				if r.Retiring {
 					reason = strings.TrimSpace("retiring " + reason)
 				}
+				if r.Draining {
+					reason = strings.TrimSpace("draining " + reason)
+				}
+				if r.State == berth.StateDirty && r.CleanAttempts > 0 {
+					reason = strings.TrimSpace(fmt.Sprintf("%d failed cleanings %s", r.CleanAttempts, reason))
+				}
 				t.row(r.Name, r.Type, string(r.State), dash(r.Owner), health, ago(now, r.StateChangedAt), dash(reason))
 			}
 			return t.flush()
@@ -92,6 +106,7 @@ func (e *env) resourcesCommand() *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "only resources in this state (free, busy, dirty, cleaning, quarantined, …)")
 	cmd.Flags().StringVar(&health, "health", "", "only resources of this health (Connected, Disconnected, Unknown)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of resources")
+	cmd.AddCommand(e.resourcesAddCommand(), e.resourcesRetireCommand())
 	return cmd
 }
 
@@ -101,12 +116,15 @@ func (e *env) eventsCommand() *cobra.Command {
 		since  string
 		follow bool
 		asJSON bool
+		output bool
+		kind   string
 	)
 	cmd := &cobra.Command{
-		Use:   "events [--resource R] [--type T] [--since 1h|TIME] [--follow]",
+		Use:   "events [--resource R] [--type T] [--kind K] [--actor A] [--since 1h|TIME] [--output] [--follow]",
 		Short: "Show the audit trail of transitions",
 		Args:  argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.Kind = berth.EventKind(kind)
 			if since != "" {
 				t, err := parseSince(since, time.Now())
 				if err != nil {
@@ -129,7 +147,7 @@ func (e *env) eventsCommand() *cobra.Command {
 				for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
 					evs[i], evs[j] = evs[j], evs[i]
 				}
-				return e.printEvents(evs, asJSON, true)
+				return e.printEvents(evs, asJSON, true, output)
 			}
 			header := true
 			for {
@@ -140,7 +158,7 @@ func (e *env) eventsCommand() *cobra.Command {
 					}
 					return err
 				}
-				if err := e.printEvents(evs, asJSON, header); err != nil {
+				if err := e.printEvents(evs, asJSON, header, output); err != nil {
 					return err
 				}
 				header = false
@@ -158,6 +176,9 @@ func (e *env) eventsCommand() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.Resource, "resource", "", "only events of this resource")
 	fl.StringVar(&f.Type, "type", "", "only events of this type")
+	fl.StringVar(&kind, "kind", "", "only events of this kind (lease, state, health, janitor, provision, admin, config)")
+	fl.StringVar(&f.Actor, "actor", "", "only events of this actor")
+	fl.BoolVar(&output, "output", false, "also print what janitors and provisioners printed, under their events")
 	fl.StringVar(&since, "since", "", "only events since a duration ago (1h) or an RFC 3339 time")
 	fl.IntVar(&f.Limit, "limit", 50, "at most this many events per page")
 	fl.BoolVarP(&follow, "follow", "f", false, "keep printing new events as they happen")
@@ -179,7 +200,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-func (e *env) printEvents(evs []*berth.Event, asJSON, header bool) error {
+func (e *env) printEvents(evs []*berth.Event, asJSON, header, output bool) error {
 	if asJSON {
 		for _, ev := range evs {
 			if err := e.printJSONLine(ev); err != nil {
@@ -197,7 +218,16 @@ func (e *env) printEvents(evs []*berth.Event, asJSON, header bool) error {
 		if ev.From != "" || ev.To != "" {
 			tr = dash(ev.From) + " → " + dash(ev.To)
 		}
-		t.row(ev.Time.Local().Format("2006-01-02 15:04:05.000"), ev.Resource, string(ev.Kind), tr, dash(ev.Reason), dash(ev.Actor), dash(ev.Message))
+		t.row(ev.Time.Local().Format("2006-01-02 15:04:05.000"), dash(ev.Resource), string(ev.Kind), tr, dash(ev.Reason), dash(ev.Actor), dash(ev.Message))
+		if output && ev.Output != "" {
+			// Below its event, out of the table's columns.
+			if err := t.flush(); err != nil {
+				return err
+			}
+			for _, line := range strings.Split(ev.Output, "\n") {
+				fmt.Fprintln(e.stdout, "    | "+line)
+			}
+		}
 	}
 	return t.flush()
 }

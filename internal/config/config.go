@@ -11,6 +11,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -27,6 +28,10 @@ import (
 // Config is the whole file.
 type Config struct {
 	Pools []Pool `yaml:"pools"`
+	// dir is the directory of the file it was loaded from: a janitor's
+	// or provisioner's program given as a relative path ("./clean.sh")
+	// is found there.
+	dir string
 }
 
 // Pool is one type of resource and its policy.
@@ -40,6 +45,11 @@ type Pool struct {
 	Generate *Generate `yaml:"generate"`
 	// Probe, if set, health-probes every resource of the pool.
 	Probe *Probe `yaml:"probe"`
+	// Janitor, if set, cleans released resources before they are leased
+	// again; without one they go straight back to free.
+	Janitor *Janitor `yaml:"janitor"`
+	// Dynamic, if set, has a provisioner make the pool's resources.
+	Dynamic *Dynamic `yaml:"dynamic"`
 }
 
 // Resource is one static resource: a plain name, or a mapping with user
@@ -164,7 +174,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b)
+	c, err := parse(b, filepath.Dir(path))
 	var ve *ValidationError
 	if errors.As(err, &ve) {
 		ve.File = path
@@ -173,7 +183,10 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and validates a config document.
-func Parse(b []byte) (*Config, error) {
+func Parse(b []byte) (*Config, error) { return parse(b, "") }
+
+// parse is Parse for a document from a file in dir ("" for none).
+func parse(b []byte, dir string) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, &ValidationError{Problems: []Problem{syntaxProblem(err)}}
@@ -190,6 +203,7 @@ func Parse(b []byte) (*Config, error) {
 	}
 	idx := indexNodes(&root)
 	c := Default()
+	c.dir = dir
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
@@ -322,6 +336,7 @@ func (c *Config) Validate() []Problem {
 		if p.Probe != nil {
 			validateProbe(pp, p, add)
 		}
+		validateLifecycle(pp, c.dir, p, add)
 	}
 	return ps
 }
@@ -330,8 +345,8 @@ func (c *Config) Validate() []Problem {
 func (c *Config) EnginePools() []lease.Pool {
 	out := make([]lease.Pool, 0, len(c.Pools))
 	for _, p := range c.Pools {
-		// No janitors in this version: released resources go back to free.
-		lp := lease.Pool{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: lease.JanitorNone}
+		lp := lease.Pool{Type: p.Type, LeaseTTL: p.LeaseTTL}
+		p.lifecyclePolicy(&lp)
 		if p.Probe != nil {
 			spec := p.Probe.Spec()
 			lp.Probe, lp.RequireConnected, lp.ProbeHash = spec.Kind(), !p.Probe.LeaseUnknown, spec.Hash()

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,42 @@ func TestLoadDesignExample(t *testing.T) {
 	if ps[2].Janitor != lease.JanitorNone || len(ps[2].Resources) != 3 || ps[2].Resources[2].Name != "pixel-7-3" {
 		t.Errorf("pixel-7 = %+v", ps[2])
 	}
+	if ps[1].Janitor != lease.JanitorCommand || ps[1].Clean.MaxAttempts != 3 || ps[1].OnBroken != lease.OnBrokenQuarantine {
+		t.Errorf("gke-cluster janitor = %+v", ps[1])
+	}
+	jp := c.JanitorPools()
+	script, _ := filepath.Abs("testdata/clean-cluster.sh")
+	if len(jp) != 1 || jp[0].Type != "gke-cluster" || jp[0].Timeout != 15*time.Minute || len(jp[0].Command) != 1 || jp[0].Command[0] != script {
+		t.Errorf("janitor pools = %+v; want the script found beside the config, at %s", jp, script)
+	}
+}
+
+func TestLoadLifecycle(t *testing.T) {
+	c, err := config.Load("testdata/lifecycle.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := c.EnginePools()
+	vm, proj, kind := ps[0], ps[1], ps[2]
+	if vm.Janitor != lease.JanitorCommand || vm.OnBroken != lease.OnBrokenClean || vm.CleanLeaseTTL != 2*time.Minute ||
+		vm.Clean != (lease.CleanPolicy{MaxAttempts: 3, Backoff: 5 * time.Second, MaxBackoff: time.Minute}) {
+		t.Errorf("vm = %+v", vm)
+	}
+	if proj.Janitor != lease.JanitorExternal || proj.Clean.MaxAttempts != 0 || proj.CleanLeaseTTL != 30*time.Minute {
+		t.Errorf("gce-project = %+v", proj)
+	}
+	if kind.Dynamic == nil || kind.Dynamic.MinFree != 1 || kind.Dynamic.MaxTotal != 5 || time.Duration(kind.Dynamic.Lifespan) != 24*time.Hour {
+		t.Errorf("kind-cluster = %+v", kind)
+	}
+	jp := c.JanitorPools()
+	if len(jp) != 1 || jp[0].Concurrency != 2 || jp[0].DeepCommand[1] != "--deep" || jp[0].Timeout != 15*time.Minute {
+		t.Errorf("janitor pools = %+v", jp)
+	}
+	dp := c.DynamicPools()
+	if len(dp) != 1 || dp[0].Provision.Timeout != 10*time.Minute || dp[0].Deprovision.Timeout != 15*time.Minute ||
+		dp[0].Deprovision.Argv[1] != "delete" || dp[0].Concurrency != 2 || dp[0].Backoff.MaxAttempts != 3 {
+		t.Errorf("dynamic pools = %+v", dp)
+	}
 }
 
 func TestDemoIsValid(t *testing.T) {
@@ -74,7 +111,26 @@ func TestProblems(t *testing.T) {
 		{"probe user data", "pools:\n  - type: vm\n    resources:\n      - name: a\n        userData: {host: h}\n      - b\n    probe: {tcp: {address: \"{{.UserData.host}}:22\"}}\n",
 			[]string{`line 6: pools[0].resources[1]: cannot be probed: probe.tcp.address: resource b has no user data key "host"`}},
 		{"probe template", "pools:\n  - type: vm\n    probe: {http: {url: \"http://{{.Name\"}}\n", []string{"line 3: pools[0].probe.http.url:"}},
-		{"janitor not yet", "pools:\n  - type: vm\n    janitor: {command: [x]}\n", []string{"line 3: pools[0].janitor: janitors are not supported"}},
+		{"janitor both", "pools:\n  - type: vm\n    janitor: {command: [sh], external: true}\n", []string{"line 3: pools[0].janitor: is either external or a command, not both"}},
+		{"janitor neither", "pools:\n  - type: vm\n    janitor: {timeout: 1m}\n", []string{"line 3: pools[0].janitor: needs a command, or external: true"}},
+		{"janitor program", "pools:\n  - type: vm\n    janitor:\n      command: [/nonexistent/clean.sh]\n",
+			[]string{`line 4: pools[0].janitor.command[0]: "/nonexistent/clean.sh" cannot be run: `}},
+		{"janitor limits", "pools:\n  - type: vm\n    janitor:\n      command: [sh]\n      timeout: 100ms\n      maxAttempts: -1\n" +
+			"      backoff: 1m\n      maxBackoff: 10s\n      concurrency: 0\n      onBroken: ignore\n", []string{
+			"line 5: pools[0].janitor.timeout: must be between 1s and 24h0m0s, not 100ms",
+			"line 6: pools[0].janitor.maxAttempts: must be between 0 (never quarantine) and 100, not -1",
+			"line 8: pools[0].janitor.maxBackoff: must be between the backoff (1m0s) and 24h0m0s, not 10s",
+			`line 10: pools[0].janitor.onBroken: must be "quarantine" or "clean", not "ignore"`}},
+		{"external janitor timeout", "pools:\n  - type: vm\n    janitor: {external: true, timeout: 1m}\n",
+			[]string{"line 3: pools[0].janitor.timeout: applies to a janitor command"}},
+		{"dynamic sizes", "pools:\n  - type: vm\n    resources: [a]\n    dynamic:\n      maxTotal: 2\n      minFree: 3\n      lifespan: 1s\n" +
+			"      provision: {command: [sh]}\n", []string{
+			"line 4: pools[0].dynamic: a dynamic pool's resources are made by its provisioner",
+			"line 6: pools[0].dynamic.minFree: must be between 0 and maxTotal (2), not 3",
+			"line 7: pools[0].dynamic.lifespan: must be 0 (for ever) or between 1m0s and 8760h, not 1s",
+			"line 4: pools[0].dynamic.deprovision.command: is required"}},
+		{"dynamic total", "pools:\n  - type: vm\n    dynamic: {provision: {command: [sh]}, deprovision: {command: [sh]}}\n",
+			[]string{"line 3: pools[0].dynamic.maxTotal: must be between 1 and 100000, not 0"}},
 		{"bad ttl", "pools:\n  - type: vm\n    leaseTTL: 10x\n", []string{`line 3: pools[0].leaseTTL: cannot use the string "10x" as a duration`}},
 		{"ttl range", "pools:\n  - type: vm\n    leaseTTL: 100ms\n", []string{"line 3: pools[0].leaseTTL: must be between 1s and"}},
 		{"missing type", "pools:\n  - leaseTTL: 1m\n", []string{"line 2: pools[0].type: is required"}},

@@ -134,10 +134,8 @@ func (idx *nodeIndex) deepestAt(line int) string {
 
 // notYet names DESIGN.md config fields that this version does not act on
 // yet: better a clear refusal than a config that silently does less.
-var notYet = map[string]string{
-	"janitor": "janitors are not supported by this version of berth: a released resource goes straight back to free " +
-		"(a resource that stayed dirty with nothing to clean it would leave the pool silently)",
-}
+// (None today: issue 5 brought janitors, the last of them.)
+var notYet = map[string]string{}
 
 func tagName(tag string) string {
 	switch tag {

@@ -65,24 +65,31 @@ type CleanClaimParams struct {
 	Owner string
 	// Name, if set, claims that resource only.
 	Name string
+	// RequestID, if set, makes the claim idempotent: a retry returns the
+	// lease the first try got.
+	RequestID string
 	// Wait is how long to wait for a dirty resource (capped at MaxPoll).
 	Wait  time.Duration
 	Actor string
 }
 
 // CleanClaimResult is a cleaning lease on the resource to clean. Attempt
-// is the number of this cleaning since the resource went dirty.
+// is the number of this cleaning since the resource went dirty. With
+// nothing to clean, Lease is nil and NextAt is when a resource waiting out
+// a backoff may be claimed (zero if none is dirty).
 type CleanClaimResult struct {
 	Lease    *berth.Lease
 	Resource *berth.Resource
 	Attempt  int
+	NextAt   time.Time
 }
 
 // CleanClaim leases a dirty resource of a pool with a janitor for
 // cleaning: the resource is cleaning until the janitor ends the lease with
 // CleanEnd; a janitor that stops heartbeating loses it, and the resource is
 // dirty again. With Wait, it waits for a resource to become dirty (or its
-// backoff to pass).
+// backoff to pass). Finding nothing is not an error: the result has no
+// lease (see NothingToClean).
 func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClaimResult, error) {
 	pool, err := e.validateClean(&p)
 	if err != nil {
@@ -92,8 +99,8 @@ func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClai
 	for {
 		watch := e.Watch(p.Type) // before the claim, so that nothing is missed
 		now := e.clock.Now()
-		res, err := e.store.CleanClaim(ctx, &store.CleanClaimParams{Type: p.Type, Name: p.Name, Owner: p.Owner, LeaseTTL: pool.CleanLeaseTTL,
-			Now: now, Actor: actorOr(p.Actor, p.Owner)})
+		res, err := e.store.CleanClaim(ctx, &store.CleanClaimParams{Type: p.Type, Name: p.Name, RequestID: p.RequestID, Owner: p.Owner,
+			LeaseTTL: pool.CleanLeaseTTL, Now: now, Actor: actorOr(p.Actor, p.Owner)})
 		if err != nil {
 			return nil, storeError(err)
 		}
@@ -104,7 +111,7 @@ func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClai
 		}
 		left := deadline.Sub(now)
 		if left <= 0 {
-			return nil, nothingToClean(p, res.NextAt)
+			return &CleanClaimResult{NextAt: res.NextAt}, nil
 		}
 		if !res.NextAt.IsZero() {
 			left = min(left, max(res.NextAt.Sub(now), 0))
@@ -127,7 +134,8 @@ func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClai
 	}
 }
 
-func nothingToClean(p CleanClaimParams, next time.Time) error {
+// NothingToClean is the error for a claim that found nothing to clean.
+func NothingToClean(p CleanClaimParams, next time.Time) error {
 	what := fmt.Sprintf("no dirty resource of type %q", p.Type)
 	if p.Name != "" {
 		what = fmt.Sprintf("resource %q is not dirty", p.Name)
@@ -150,6 +158,9 @@ func (e *Engine) validateClean(p *CleanClaimParams) (Pool, error) {
 	}
 	if p.Wait < 0 {
 		return Pool{}, berth.FieldErrorf("wait", "must not be negative")
+	}
+	if p.RequestID != "" && !validRequestID(p.RequestID) {
+		return Pool{}, berth.FieldErrorf("requestId", "must be 1 to %d letters, digits, '-', '_', '.' or ':'", maxRequestID)
 	}
 	pool, ok := e.pool(p.Type)
 	if !ok {
@@ -179,6 +190,10 @@ type CleanEndResult struct {
 	Lease    *berth.Lease
 	Resource *berth.Resource
 	Event    *berth.Event
+	// AlreadyEnded is set when the janitor had ended the lease before (a
+	// retry whose first answer was lost); nothing changed, and Event is
+	// nil.
+	AlreadyEnded bool
 }
 
 // CleanEnd ends a cleaning lease with its outcome. Cleaned, the resource
@@ -195,6 +210,13 @@ func (e *Engine) CleanEnd(ctx context.Context, p CleanEndParams) (*CleanEndResul
 	}
 	res, err := e.store.CleanEnd(ctx, &store.CleanEndParams{ID: p.ID, OK: p.OK, Quarantine: p.Quarantine, Abandon: p.Abandon,
 		Message: p.Message, Output: p.Output, Policy: e.cleanPolicy, Actor: p.Actor, Now: e.clock.Now()})
+	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {
+		r, rerr := e.store.ResourceGet(ctx, res.Lease.Resource)
+		if rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+			return nil, storeError(rerr)
+		}
+		return &CleanEndResult{Lease: res.Lease, Resource: r, AlreadyEnded: true}, nil
+	}
 	if err != nil {
 		return nil, e.leaseError(ctx, p.ID, err)
 	}

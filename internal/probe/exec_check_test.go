@@ -149,23 +149,3 @@ func TestExecEscapedGrandchild(t *testing.T) {
 	_, _ = f.WriteString("done\n")
 	_ = f.Close()
 }
-
-func TestTailBuffer(t *testing.T) {
-	t.Parallel()
-	b := &tailBuffer{max: 8}
-	_, _ = b.Write([]byte("  ab"))
-	if got := b.String(); got != "ab" {
-		t.Fatalf("%q", got)
-	}
-	_, _ = b.Write([]byte("cdefgh€ \n"))
-	// 8 bytes: "gh€ \n" is 7 bytes; the cut lands in "f"; then
-	// trimmed.
-	if got := b.String(); got != "…fgh€" {
-		t.Fatalf("%q", got)
-	}
-	b = &tailBuffer{max: 3}
-	_, _ = b.Write([]byte("a€b")) // the cut lands inside €
-	if got := b.String(); got != "…b" {
-		t.Fatalf("%q", got)
-	}
-}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/berth-ci/berth/internal/api"
 	"github.com/berth-ci/berth/internal/config"
+	"github.com/berth-ci/berth/internal/janitor"
 	"github.com/berth-ci/berth/internal/lease"
 	"github.com/berth-ci/berth/internal/probe"
 	"github.com/berth-ci/berth/internal/store"
@@ -204,6 +205,8 @@ func Run(ctx context.Context, opts Options) error {
 			_ = prober.Run(ctx) // returns when ctx ends
 		}
 	}
+	_, shared := st.(store.Leadership)
+	runLifecycle := lifecycleLoops(opts, eng, log, shared)
 	synced, err := eng.SyncPools(ctx, opts.Config.EnginePools(), "config")
 	if err != nil {
 		return &StartupError{Err: err}
@@ -221,7 +224,7 @@ func Run(ctx context.Context, opts Options) error {
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%s", host, ln.Addr())
 	apiOpts := api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion(), Replica: replica}
-	lead, shared := st.(store.Leadership)
+	lead, _ := st.(store.Leadership)
 	if shared {
 		apiOpts.Leader = lead.Leader
 	}
@@ -241,10 +244,11 @@ func Run(ctx context.Context, opts Options) error {
 		// leads, and moves to another when that one dies.
 		wg.Go(func() {
 			lead.Lead(loops, replica, func(ctx context.Context) {
-				log.Info("leading: running the reaper and the prober", "replica", replica)
+				log.Info("leading: running the reaper, the prober, the janitor and the provisioner", "replica", replica)
 				var tasks sync.WaitGroup
 				tasks.Go(func() { eng.RunReaper(ctx, opts.ReapInterval) })
 				tasks.Go(func() { runProber(ctx) })
+				tasks.Go(func() { runLifecycle(ctx) })
 				tasks.Go(func() { tidy(ctx, lead, log) })
 				tasks.Wait()
 				log.Info("no longer leading", "replica", replica)
@@ -253,6 +257,7 @@ func Run(ctx context.Context, opts Options) error {
 	} else {
 		wg.Go(func() { eng.RunReaper(loops, opts.ReapInterval) })
 		wg.Go(func() { runProber(loops) })
+		wg.Go(func() { runLifecycle(loops) })
 	}
 	if hl, ok := st.(store.HandoffListener); ok {
 		// Handoffs made by other berth processes on the same store wake
@@ -300,6 +305,34 @@ func Run(ctx context.Context, opts Options) error {
 	<-serveErr
 	return nil
 }
+
+// lifecycleLoops returns what runs berth's own janitor and the provisioner
+// of dynamic pools until ctx ends. With a shared store they also look
+// every lifecyclePoll: what other replicas do is not announced here.
+func lifecycleLoops(opts Options, eng *lease.Engine, log *slog.Logger, shared bool) func(ctx context.Context) {
+	var poll time.Duration
+	if shared {
+		poll = lifecyclePoll
+	}
+	jp, dp := opts.Config.JanitorPools(), opts.Config.DynamicPools()
+	j := janitor.New(janitor.Options{Engine: eng, Clock: opts.Clock, Logger: log.With("loop", "janitor"), Pools: jp, Env: os.Environ(), Poll: poll})
+	p := janitor.NewProvisioner(janitor.ProvisionerOptions{Engine: eng, Clock: opts.Clock, Logger: log.With("loop", "provisioner"), Pools: dp,
+		Env: os.Environ(), Poll: poll})
+	return func(ctx context.Context) {
+		var wg sync.WaitGroup
+		if len(jp) > 0 {
+			wg.Go(func() { j.Run(ctx) })
+		}
+		if len(dp) > 0 {
+			wg.Go(func() { p.Run(ctx) })
+		}
+		wg.Wait()
+	}
+}
+
+// lifecyclePoll is how often the janitor and the provisioner look on
+// their own when replicas share the store.
+const lifecyclePoll = time.Second
 
 // eventRecheck is how often a follower of the events of a shared store
 // looks again, for the events other replicas write.

@@ -183,6 +183,12 @@ func AdminEvent(r *berth.Resource, to berth.State, reason, actor, message string
 		Reason: reason, Actor: actor, Message: message}
 }
 
+// DrainEvent is the event of a resource drained or undrained: its state
+// does not change.
+func DrainEvent(r *berth.Resource, reason, actor, message string, t time.Time) *berth.Event {
+	return &berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventAdmin, Reason: reason, Actor: actor, Message: message}
+}
+
 // RevokedEvent is the event of a lease that a quarantine ends.
 func RevokedEvent(r *berth.Resource, l *berth.Lease, actor, reason string, t time.Time) *berth.Event {
 	return &berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(r.State),

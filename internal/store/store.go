@@ -371,11 +371,14 @@ type EventListParams struct {
 type CleanClaimParams struct {
 	Type string
 	// Name, if set, claims that resource only.
-	Name     string
-	Owner    string
-	LeaseTTL time.Duration
-	Now      time.Time
-	Actor    string
+	Name string
+	// RequestID, if set, makes the claim idempotent: a retry returns the
+	// live cleaning lease the first try got.
+	RequestID string
+	Owner     string
+	LeaseTTL  time.Duration
+	Now       time.Time
+	Actor     string
 }
 
 type CleanClaimResult struct {

@@ -27,17 +27,44 @@ func (s *Store) CleanClaim(ctx context.Context, p *store.CleanClaimParams) (*sto
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
-	// A janitor looks often and mostly finds nothing: a read comes first.
-	ready, next, err := dirtyReady(ctx, s.pool, p.Type, p.Name, t)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: claim for cleaning: %w", err)
-	}
-	if !ready {
-		return &store.CleanClaimResult{NextAt: next}, nil
+	if p.RequestID == "" {
+		// A janitor looks often and mostly finds nothing: a read comes
+		// first.
+		ready, next, err := dirtyReady(ctx, s.pool, p.Type, p.Name, t)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: claim for cleaning: %w", err)
+		}
+		if !ready {
+			return &store.CleanClaimResult{NextAt: next}, nil
+		}
 	}
 	res := &store.CleanClaimResult{}
-	err = s.tx(ctx, func(tx pgx.Tx) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
 		*res = store.CleanClaimResult{}
+		if p.RequestID != "" {
+			// A retry of a claim that got a lease, perhaps on another
+			// replica at this moment: the same lease.
+			if _, err := tx.Exec(ctx, requestLock, p.RequestID); err != nil {
+				return fmt.Errorf("lock request: %w", err)
+			}
+			l, err := scanLease(tx.QueryRow(ctx, "SELECT "+leaseColumns+
+				" FROM leases WHERE request_id = $1 AND ended_at IS NULL AND expires_at > $2 AND kind = 'clean' LIMIT 1", p.RequestID, nanos(t)))
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				return fmt.Errorf("find lease of request: %w", err)
+			default:
+				if l.Owner != p.Owner || l.Type != p.Type {
+					return berth.FieldErrorf("requestId", "request %q was made by another janitor or for another type", p.RequestID)
+				}
+				r, err := resourceGet(ctx, tx, l.Resource)
+				if err != nil {
+					return err
+				}
+				res.Lease, res.Resource, res.Attempt = l, r, r.CleanAttempts+1
+				return nil
+			}
+		}
 		id := berth.NewID()
 		q := `UPDATE resources SET state = 'cleaning', state_changed_at = $1, owner = $2, lease_id = $3
 			WHERE name = (SELECT name FROM resources WHERE type = $4 AND state = 'dirty' AND next_clean_at <= $1`
@@ -62,7 +89,7 @@ func (s *Store) CleanClaim(ctx context.Context, p *store.CleanClaimParams) (*sto
 			actor = p.Owner
 		}
 		l, err := recordLease(ctx, tx, ev, r, berth.StateDirty, grantArgs{
-			id: id, owner: p.Owner, ttl: p.LeaseTTL, expires: t.Add(p.LeaseTTL), now: t, actor: actor,
+			id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL, expires: t.Add(p.LeaseTTL), now: t, actor: actor,
 			reason: store.ReasonCleaning, kind: berth.LeaseClean, to: berth.StateCleaning, evKind: berth.EventJanitor,
 			message: store.CleaningMessage(p.Owner, attempt, r.DeepClean),
 		})
@@ -486,7 +513,7 @@ func (s *Store) ResourceDrain(ctx context.Context, p *store.ResourceDrainParams)
 		if p.Drain {
 			reason = store.ReasonDrained
 		}
-		ev.add(store.AdminEvent(r, r.State, reason, p.Actor, p.Reason, t))
+		ev.add(store.DrainEvent(r, reason, p.Actor, p.Reason, t))
 		r, err := scanResource(tx.QueryRow(ctx, "UPDATE resources SET draining = $1 WHERE name = $2 RETURNING "+resourceColumns, p.Drain, r.Name))
 		if err != nil {
 			return fmt.Errorf("drain: %w", err)

@@ -18,16 +18,38 @@ import (
 // takes the writer.
 func (s *Store) CleanClaim(ctx context.Context, p *store.CleanClaimParams) (*store.CleanClaimResult, error) {
 	t := now(p.Now)
-	ready, next, err := dirtyReady(ctx, s.r, p.Type, p.Name, t)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: claim for cleaning: %w", err)
-	}
-	if !ready {
-		return &store.CleanClaimResult{NextAt: next}, nil
+	if p.RequestID == "" {
+		ready, next, err := dirtyReady(ctx, s.r, p.Type, p.Name, t)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: claim for cleaning: %w", err)
+		}
+		if !ready {
+			return &store.CleanClaimResult{NextAt: next}, nil
+		}
 	}
 	res := &store.CleanClaimResult{}
-	err = s.tx(ctx, func(tx *wtx) error {
+	err := s.tx(ctx, func(tx *wtx) error {
 		*res = store.CleanClaimResult{}
+		if p.RequestID != "" {
+			// A retry of a claim that got a lease: the same lease.
+			l, err := scanLease(tx.QueryRowContext(ctx, "SELECT "+leaseColumns+
+				" FROM leases WHERE request_id = ?1 AND ended_at IS NULL AND expires_at > ?2 AND kind = 'clean' LIMIT 1", p.RequestID, nanos(t)))
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
+				return fmt.Errorf("find lease of request: %w", err)
+			default:
+				if l.Owner != p.Owner || l.Type != p.Type {
+					return berth.FieldErrorf("requestId", "request %q was made by another janitor or for another type", p.RequestID)
+				}
+				r, err := resourceGet(ctx, tx, l.Resource)
+				if err != nil {
+					return err
+				}
+				res.Lease, res.Resource, res.Attempt = l, r, r.CleanAttempts+1
+				return nil
+			}
+		}
 		id := berth.NewID()
 		q := `UPDATE resources SET state = 'cleaning', state_changed_at = ?1, owner = ?2, lease_id = ?3
 			WHERE rowid = (SELECT rowid FROM resources WHERE type = ?4 AND state = 'dirty' AND next_clean_at <= ?1`
@@ -48,7 +70,7 @@ func (s *Store) CleanClaim(ctx context.Context, p *store.CleanClaimParams) (*sto
 		}
 		attempt := r.CleanAttempts + 1
 		l, err := recordLease(ctx, tx, r, berth.StateDirty, grantArgs{
-			id: id, owner: p.Owner, ttl: p.LeaseTTL, expires: t.Add(p.LeaseTTL), now: t, actor: actorOr(p.Actor, p.Owner),
+			id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL, expires: t.Add(p.LeaseTTL), now: t, actor: actorOr(p.Actor, p.Owner),
 			reason: store.ReasonCleaning, kind: berth.LeaseClean, to: berth.StateCleaning, evKind: berth.EventJanitor,
 			message: store.CleaningMessage(p.Owner, attempt, r.DeepClean),
 		})
@@ -370,7 +392,7 @@ func (s *Store) ResourceDrain(ctx context.Context, p *store.ResourceDrainParams)
 		if p.Drain {
 			reason = store.ReasonDrained
 		}
-		if err := (&eventWriter{tx: tx}).write(store.AdminEvent(r, r.State, reason, p.Actor, p.Reason, t)); err != nil {
+		if err := (&eventWriter{tx: tx}).write(store.DrainEvent(r, reason, p.Actor, p.Reason, t)); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, "UPDATE resources SET draining = ? WHERE name = ?", p.Drain, r.Name); err != nil {

@@ -37,6 +37,7 @@ var lifecycleCases = []struct {
 	{"EventsByKindAndActor", testEventsByKindAndActor},
 	{"CleanAbandoned", testCleanAbandoned},
 	{"EventRecord", testEventRecord},
+	{"CleanClaimIdempotent", testCleanClaimIdempotent},
 }
 
 func janitorPool(typ string, rs ...store.ResourceSpec) store.PoolPolicy {
@@ -726,5 +727,33 @@ func testEventRecord(t *testing.T, s store.Store) {
 	got.ID = 0
 	if got != *ev {
 		t.Fatalf("recorded %+v, read back %+v", *ev, got)
+	}
+}
+
+func testCleanClaimIdempotent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, janitorPool("vm", names(2, "vm-")...))
+	for _, n := range []string{"a", "b"} {
+		l := mustLease(t, acquire(t, s, acq{typ: "vm", owner: n}))
+		release(t, s, l.ID, berth.StateDirty, at(time.Second))
+	}
+	p := &store.CleanClaimParams{Type: "vm", Owner: "janitor", RequestID: "claim-1", LeaseTTL: ttl, Now: at(2 * time.Second)}
+	first, err := s.CleanClaim(ctx, p)
+	if err != nil || first.Lease == nil || first.Lease.RequestID != "claim-1" {
+		t.Fatalf("claim: %+v, %v", first, err)
+	}
+	again, err := s.CleanClaim(ctx, p)
+	if err != nil || again.Lease == nil || again.Lease.ID != first.Lease.ID || again.Attempt != 1 {
+		t.Fatalf("retried claim: %+v, %v; want lease %s again", again, err, first.Lease.ID)
+	}
+	p.Owner = "other"
+	if _, err := s.CleanClaim(ctx, p); berth.ErrorCodeOf(err) != berth.EInvalid {
+		t.Fatalf("claim with another janitor's request id: %v", err)
+	}
+	// Once its lease has ended, the request id claims afresh.
+	cleanEnd(t, s, store.CleanEndParams{ID: first.Lease.ID, OK: true, Now: at(3 * time.Second)})
+	p.Owner, p.Now = "janitor", at(3*time.Second)
+	if next, err := s.CleanClaim(ctx, p); err != nil || next.Lease == nil || next.Lease.ID == first.Lease.ID {
+		t.Fatalf("claim after the first ended: %+v, %v", next, err)
 	}
 }
