@@ -193,7 +193,7 @@ func TestPostgresLeaderCutOffSilently(t *testing.T) {
 		t.Errorf("B took %s to lead after A was cut off; want within 15 s", took)
 	}
 	aStopped := logTime(t, a, "no longer leading")
-	bStarted := logTime(t, b, "leading: running the reaper")
+	bStarted := logTime(t, b, "leading: running the reaper, the prober, the janitor and the provisioner")
 	if aStopped.IsZero() || !aStopped.Before(bStarted) {
 		t.Fatalf("A (%s) stopped leading at %v, B (%s) started at %v: two leaders at once", aName, aStopped, bName, bStarted)
 	}
