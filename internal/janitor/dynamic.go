@@ -149,6 +149,16 @@ func (p *Provisioner) RunOnce(ctx context.Context) time.Time {
 }
 
 func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error) {
+	// What is under way, read before the store: a job that ends between
+	// the two reads is then counted twice (in flight, and in the store),
+	// which errs on the side of making too little, never too much.
+	p.mu.Lock()
+	making, retryAt := p.making[d.Type], p.retryAt[d.Type]
+	inFlight := make(map[string]bool, len(p.deleting))
+	for name := range p.deleting {
+		inFlight[name] = true
+	}
+	p.mu.Unlock()
 	rs, err := p.opts.Engine.Resources(ctx, &lease.ResourceListParams{Type: d.Type})
 	if err != nil {
 		return time.Time{}, err
@@ -164,8 +174,8 @@ func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error
 	)
 	for _, r := range rs {
 		total++
-		if r.Source != berth.SourceDynamic {
-			continue // added by hand, or by a config of old: not the provisioner's to delete
+		if r.Source != berth.SourceDynamic || inFlight[r.Name] {
+			continue // not the provisioner's to delete (added by hand, or by a config of old), or being deleted
 		}
 		expires := time.Time{}
 		if d.Lifespan > 0 && r.CreatedAt != nil {
@@ -193,9 +203,6 @@ func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error
 			coming++
 		}
 	}
-	p.mu.Lock()
-	making, retryAt := p.making[d.Type], p.retryAt[d.Type]
-	p.mu.Unlock()
 	if pool.Draining {
 		return next, nil // nothing would be leased
 	}

@@ -163,12 +163,17 @@ func (j *Janitor) clean(ctx context.Context, p Pool, c *lease.CleanClaimResult) 
 	log := j.opts.Logger.With("resource", r.Name, "type", r.Type, "lease", l.ID, "attempt", c.Attempt)
 	run, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
+	// The heartbeat's ticker and the timeout's timer exist before the
+	// command starts: a test's clock that moves on once the command runs
+	// moves them too.
+	every := max(time.Duration(l.TTL)/3, time.Second)
+	ticker := j.opts.Clock.NewTicker(every)
+	timeout := j.opts.Clock.AfterFunc(p.Timeout, func() { stop(errTimeout) })
 	beats := make(chan struct{})
 	go func() {
 		defer close(beats)
-		j.heartbeat(run, l, stop)
+		j.heartbeat(run, l, ticker, stop)
 	}()
-	timeout := j.opts.Clock.AfterFunc(p.Timeout, func() { stop(errTimeout) })
 	argv := p.Command
 	if r.DeepClean && len(p.DeepCommand) > 0 {
 		argv = p.DeepCommand
@@ -209,11 +214,10 @@ func (j *Janitor) clean(ctx context.Context, p Pool, c *lease.CleanClaimResult) 
 	}
 }
 
-// heartbeat keeps cleaning lease l alive until ctx ends; if the lease is
-// lost, it stops the cleaning (stop with errLeaseLost).
-func (j *Janitor) heartbeat(ctx context.Context, l *berth.Lease, stop context.CancelCauseFunc) {
-	every := max(time.Duration(l.TTL)/3, time.Second)
-	t := j.opts.Clock.NewTicker(every)
+// heartbeat keeps cleaning lease l alive, at each tick of t, until ctx
+// ends; if the lease is lost, it stops the cleaning (stop with
+// errLeaseLost).
+func (j *Janitor) heartbeat(ctx context.Context, l *berth.Lease, t clockwork.Ticker, stop context.CancelCauseFunc) {
 	defer t.Stop()
 	for {
 		select {

@@ -38,6 +38,12 @@ func loop(ctx context.Context, clock clockwork.Clock, eng *lease.Engine, types [
 		if !next.IsZero() {
 			timer = clock.NewTimer(max(next.Sub(clock.Now()), 0))
 			due = timer.Chan()
+			if !clock.Now().Before(next) {
+				// Due already: the clock moved on between the reading of
+				// it above and the timer's start, which then runs late.
+				timer.Stop()
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
