@@ -31,7 +31,7 @@ type fixture struct {
 	store store.Store
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, more ...lease.Pool) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "berth.db"), sqlite.Options{})
@@ -39,8 +39,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	eng := lease.New(lease.Options{Store: st})
-	_, err = eng.SyncPools(ctx, []lease.Pool{{Type: "vm", LeaseTTL: time.Minute, Resources: []store.ResourceSpec{
-		{Name: "vm-1", UserData: map[string]string{"ip": "10.0.0.1"}, Labels: map[string]string{"zone": "a"}}, {Name: "vm-2"}}}}, "test")
+	_, err = eng.SyncPools(ctx, append([]lease.Pool{{Type: "vm", LeaseTTL: time.Minute, Resources: []store.ResourceSpec{
+		{Name: "vm-1", UserData: map[string]string{"ip": "10.0.0.1"}, Labels: map[string]string{"zone": "a"}}, {Name: "vm-2"}}}}, more...), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
