@@ -208,7 +208,7 @@ const (
 
 // Event is an immutable record of one transition.
 type Event struct {
-	ID       int64     `json:"id"`
+	ID       int64     `json:"id,omitempty"` // 0 only on an event returned with the write that made it, before it has an id
 	Time     time.Time `json:"time"`
 	Resource string    `json:"resource"`
 	Type     string    `json:"type"`

@@ -116,10 +116,18 @@ func (r *Resource) UnmarshalYAML(unmarshal func(any) error) error {
 func Default() *Config { return &Config{} }
 
 // Demo is the config of `berth serve --demo`: a few pools to look at and
-// lease from.
+// lease from. gce-project has a janitor (a shell command that takes two
+// seconds), so a released project shows dirty, then cleaning, then free;
+// kind-cluster is dynamic, its resources made and deleted by shell
+// commands that stand in for real provisioners.
 func Demo() *Config {
 	return &Config{Pools: []Pool{
-		{Type: "gce-project", LeaseTTL: 10 * time.Minute, Resources: []Resource{{Name: "proj-1"}, {Name: "proj-2"}, {Name: "proj-3"}}},
+		{Type: "gce-project", LeaseTTL: 10 * time.Minute, Resources: []Resource{{Name: "proj-1"}, {Name: "proj-2"}, {Name: "proj-3"}},
+			Janitor: &Janitor{Command: []string{"sh", "-c", `echo "cleaning $BERTH_RESOURCE_NAME (attempt $BERTH_CLEAN_ATTEMPT)"; sleep 2; echo done`}}},
+		{Type: "kind-cluster", LeaseTTL: 30 * time.Minute, Dynamic: &Dynamic{MinFree: 1, MaxTotal: 3, Lifespan: time.Hour,
+			Provision: &Command{Command: []string{"sh", "-c", `id=$(echo "$BERTH_PROVISION_ID" | tail -c 7 | tr A-Z a-z); ` +
+				`echo "making kind-$id" >&2; printf '{"name": "kind-%s", "userData": {"kubeconfig": "/tmp/kind-%s.yaml"}}\n' "$id" "$id"`}},
+			Deprovision: &Command{Command: []string{"sh", "-c", `echo "deleting $BERTH_RESOURCE_NAME"`}}}},
 		{Type: "gke-cluster", LeaseTTL: 15 * time.Minute, Resources: []Resource{
 			{Name: "cluster-a", UserData: StringMap{"endpoint": "https://10.0.0.1"}, Labels: StringMap{"region": "us-east1"}},
 			{Name: "cluster-b", UserData: StringMap{"endpoint": "https://10.0.0.2"}, Labels: StringMap{"region": "europe-west1"}},

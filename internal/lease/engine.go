@@ -503,6 +503,11 @@ func (e *Engine) leaseError(ctx context.Context, id string, err error) error {
 			switch {
 			case l.Status == berth.LeaseActive:
 				msg = fmt.Sprintf("lease %q expired at %s without a heartbeat", id, l.ExpiresAt.Format(time.RFC3339Nano))
+			case l.Status == berth.LeaseRevoked:
+				msg = fmt.Sprintf("lease %q was revoked at %s: an admin quarantined %s", id, l.EndedAt.Format(time.RFC3339Nano), l.Resource)
+				if r, err := e.store.ResourceGet(ctx, l.Resource); err == nil && r.State == berth.StateQuarantined {
+					msg += ": " + r.StateReason
+				}
 			default:
 				msg = fmt.Sprintf("lease %q was %s at %s", id, l.Status, l.EndedAt.Format(time.RFC3339Nano))
 			}
