@@ -126,7 +126,7 @@ func TestCLILifecycle(t *testing.T) {
 	if out := cli(t, srv, 0, "release", got.Lease.ID); !strings.Contains(out, "removed from its pool") {
 		t.Fatalf("release of the retired resource: %s", out)
 	}
-	one("--type", "vm") // vm-1 alone again
+	one("--type", "vm")                           // vm-1 alone again
 	cli(t, srv, 1, "resources", "retire", "vm-1") // the config declares it: a conflict, not a usage error
 
 	// An outside janitor: claim, fail with output, claim again, finish.
@@ -142,7 +142,7 @@ func TestCLILifecycle(t *testing.T) {
 		t.Fatalf("claim: %+v", c)
 	}
 	cli(t, srv, 75, "janitor", "claim", "--type", "proj") // nothing more to clean
-	cli(t, srv, 2, "janitor", "fail", c.Lease.ID)        // no message
+	cli(t, srv, 2, "janitor", "fail", c.Lease.ID)         // no message
 	log := filepath.Join(dir, "gcloud.log")
 	if err := os.WriteFile(log, []byte("deleting instances...\nERROR: quota\n"), 0o644); err != nil {
 		t.Fatal(err)
