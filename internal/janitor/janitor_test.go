@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // rig is an engine on a real SQLite store with a fake clock, for a loop
 // under test that runs the real scripts in testdata.
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	clock *clockwork.FakeClock
 	eng   *lease.Engine
 	// dir is where the scripts look for what to do and write what they
@@ -40,7 +40,7 @@ type rig struct {
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
-func newRig(t *testing.T, pools ...lease.Pool) *rig {
+func newRig(t testing.TB, pools ...lease.Pool) *rig {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "berth.db"), sqlite.Options{})
 	if err != nil {
@@ -485,5 +485,24 @@ func TestCleanClaimWaits(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the waiting claim did not get the released resource")
+	}
+}
+
+// BenchmarkCleanCycle: a job releases a resource dirty, and berth's
+// janitor runs its command (/bin/true) on it: the time from the release
+// to the resource being free again, one at a time.
+func BenchmarkCleanCycle(b *testing.B) {
+	r := newRig(b, vmPool(1))
+	r.runJanitor(janitor.Pool{Type: "vm", Command: []string{"/bin/true"}, Timeout: time.Minute, Concurrency: 1})
+	ctx := context.Background()
+	for b.Loop() {
+		a, err := r.eng.Acquire(ctx, lease.AcquireParams{Type: "vm", Owner: "job"})
+		if err != nil || a.Lease == nil {
+			b.Fatalf("acquire: %+v, %v", a, err)
+		}
+		if _, err := r.eng.Release(ctx, lease.ReleaseParams{ID: a.Lease.ID}); err != nil {
+			b.Fatal(err)
+		}
+		r.waitFor("vm-1 to be cleaned", func() bool { return r.state("vm-1") == berth.StateFree })
 	}
 }

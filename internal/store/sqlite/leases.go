@@ -162,8 +162,8 @@ func jsonPath(key string) string { return `$."` + key + `"` }
 func takeFree(ctx context.Context, tx *wtx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
 	var b strings.Builder
 	b.WriteString(`UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
-		WHERE rowid = (SELECT rowid FROM resources WHERE type = ? AND state = 'free' AND retiring = 0 AND health_ok = 1 AND draining = 0
-			AND NOT EXISTS (SELECT 1 FROM pool_drains WHERE pool_drains.type = resources.type)`)
+		WHERE rowid = (SELECT rowid FROM resources WHERE type = ?4 AND state = 'free' AND retiring = 0 AND health_ok = 1 AND draining = 0
+			AND NOT EXISTS (SELECT 1 FROM pool_drains WHERE pool_drains.type = ?4)`)
 	args := []any{nanos(t), owner, leaseID, typ}
 	for _, k := range sel.Keys() {
 		b.WriteString(" AND json_extract(labels, ?) = ?")
