@@ -29,7 +29,7 @@ func loop(ctx context.Context, clock clockwork.Clock, eng *lease.Engine, types [
 		tick = t.Chan()
 	}
 	for {
-		watch := eng.Watch(types...) // before the pass, so that nothing is missed
+		watch, unwatch := eng.Watch(types...) // before the pass, so that nothing is missed
 		next := once(ctx)
 		var (
 			timer clockwork.Timer
@@ -42,6 +42,7 @@ func loop(ctx context.Context, clock clockwork.Clock, eng *lease.Engine, types [
 				// Due already: the clock moved on between the reading of
 				// it above and the timer's start, which then runs late.
 				timer.Stop()
+				unwatch()
 				continue
 			}
 		}
@@ -55,6 +56,7 @@ func loop(ctx context.Context, clock clockwork.Clock, eng *lease.Engine, types [
 		if timer != nil {
 			timer.Stop()
 		}
+		unwatch()
 		if ctx.Err() != nil {
 			return
 		}

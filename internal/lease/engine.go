@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 	"unicode"
@@ -773,8 +774,9 @@ func (e *Engine) HealthRecorded(res *store.ResourceHealthResult) {
 // or ended, a request queued, a resource that changed state. The loops
 // of janitors and dynamic pools wait on it; with a store that several
 // processes share, they also look again now and then, since what
-// happens elsewhere is not announced here.
-func (e *Engine) Watch(types ...string) <-chan struct{} {
+// happens elsewhere is not announced here. The caller calls stop when it
+// no longer waits (a watch that fired needs none, but it does no harm).
+func (e *Engine) Watch(types ...string) (ch <-chan struct{}, stop func()) {
 	w := &watch{types: make(map[string]bool, len(types)), ch: make(chan struct{})}
 	for _, t := range types {
 		w.types[t] = true
@@ -782,7 +784,24 @@ func (e *Engine) Watch(types ...string) <-chan struct{} {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.watches = append(e.watches, w)
-	return w.ch
+	return w.ch, func() { e.unwatch(w) }
+}
+
+// unwatch forgets watch w, if it has not fired.
+func (e *Engine) unwatch(w *watch) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if i := slices.Index(e.watches, w); i >= 0 {
+		e.watches = slices.Delete(e.watches, i, i+1)
+	}
+}
+
+// Watches counts the watches waiting, for tests: a loop that waits
+// leaves one, not one per wait.
+func (e *Engine) Watches() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.watches)
 }
 
 // touch tells the watches of typ that something happened to it.

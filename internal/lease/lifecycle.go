@@ -97,20 +97,23 @@ func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClai
 	}
 	deadline := e.clock.Now().Add(min(p.Wait, e.maxPoll))
 	for {
-		watch := e.Watch(p.Type) // before the claim, so that nothing is missed
+		watch, unwatch := e.Watch(p.Type) // before the claim, so that nothing is missed
 		now := e.clock.Now()
 		res, err := e.store.CleanClaim(ctx, &store.CleanClaimParams{Type: p.Type, Name: p.Name, RequestID: p.RequestID, Owner: p.Owner,
 			LeaseTTL: pool.CleanLeaseTTL, Now: now, Actor: actorOr(p.Actor, p.Owner)})
 		if err != nil {
+			unwatch()
 			return nil, storeError(err)
 		}
 		if res.Lease != nil {
+			unwatch()
 			e.published()
 			e.touch(p.Type)
 			return &CleanClaimResult{Lease: res.Lease, Resource: res.Resource, Attempt: res.Attempt}, nil
 		}
 		left := deadline.Sub(now)
 		if left <= 0 {
+			unwatch()
 			return &CleanClaimResult{NextAt: res.NextAt}, nil
 		}
 		if !res.NextAt.IsZero() {
@@ -120,17 +123,20 @@ func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClai
 			left = min(left, e.recheck) // other replicas' releases are not announced here
 		}
 		timer := e.clock.NewTimer(left)
+		var stopped error
 		select {
 		case <-watch:
 		case <-timer.Chan():
 		case <-e.draining:
-			timer.Stop()
-			return nil, berth.Errorf(berth.EUnavailable, "berth is shutting down; claim again")
+			stopped = berth.Errorf(berth.EUnavailable, "berth is shutting down; claim again")
 		case <-ctx.Done():
-			timer.Stop()
-			return nil, ctx.Err()
+			stopped = ctx.Err()
 		}
 		timer.Stop()
+		unwatch()
+		if stopped != nil {
+			return nil, stopped
+		}
 	}
 }
 

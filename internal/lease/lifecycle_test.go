@@ -80,3 +80,35 @@ func TestAdminValidation(t *testing.T) {
 	_, err = f.eng.CleanEnd(ctx, lease.CleanEndParams{ID: "x", OK: true, Abandon: true})
 	wantCode(t, err, berth.EInvalid, "quarantine")
 }
+
+// TestWatchesDoNotPile: a watch that is stopped, or that fired, is
+// forgotten; a claim that waits and gives up leaves none behind.
+func TestWatchesDoNotPile(t *testing.T) {
+	f := newFixture(t, lease.Pool{Type: "proj", LeaseTTL: ttl, Janitor: lease.JanitorExternal, Resources: []store.ResourceSpec{{Name: "p1"}}})
+	_, stop := f.eng.Watch("proj")
+	fired, _ := f.eng.Watch("proj")
+	stop()
+	f.acquire(t, lease.AcquireParams{Type: "proj"}) // touches proj
+	select {
+	case <-fired:
+	default:
+		t.Fatal("a watch did not fire when its pool was touched")
+	}
+	if n := f.eng.Watches(); n != 0 {
+		t.Fatalf("%d watches left", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.eng.CleanClaim(ctx, lease.CleanClaimParams{Type: "proj", Owner: "j", Wait: time.Minute})
+		done <- err
+	}()
+	f.waitQueued(t, 1) // its timer: it waits
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("a cancelled claim returned no error")
+	}
+	if n := f.eng.Watches(); n != 0 {
+		t.Fatalf("%d watches left after a claim gave up", n)
+	}
+}
