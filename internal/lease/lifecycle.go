@@ -435,6 +435,7 @@ func (e *Engine) AddResource(ctx context.Context, p AddParams) (*ResourceChange,
 	if err != nil {
 		return nil, storeError(err)
 	}
+	e.probeNew(pool, p.Name)
 	return e.adminDone(res, p.Type), nil
 }
 
@@ -503,12 +504,22 @@ func (e *Engine) Provisioned(ctx context.Context, typ string, spec store.Resourc
 	if err := ValidateResource(spec.Name, spec.UserData, spec.Labels); err != nil {
 		return nil, err
 	}
+	pool := e.policyFor(typ)
 	res, err := e.store.ResourceAdd(ctx, &store.ResourceAddParams{Type: typ, Spec: spec, Source: berth.SourceDynamic, Message: message, Output: output,
-		HandoffTTL: e.policyFor(typ).LeaseTTL, Actor: actor, Now: e.clock.Now()})
+		HandoffTTL: pool.LeaseTTL, Actor: actor, Now: e.clock.Now()})
 	if err != nil {
 		return nil, storeError(err)
 	}
+	e.probeNew(pool, spec.Name)
 	return e.adminDone(res, typ), nil
+}
+
+// probeNew asks for a new resource of a probed pool to be probed at once:
+// until it is, it is Unknown, which such a pool may not lease.
+func (e *Engine) probeNew(pool Pool, name string) {
+	if pool.Probe != "" && e.probeNow != nil {
+		e.probeNow(name)
+	}
 }
 
 // DeleteBegin hands an unleased resource of a dynamic pool to its

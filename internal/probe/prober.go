@@ -317,6 +317,12 @@ func (p *Prober) Run(ctx context.Context) error {
 		case <-resync.Chan():
 			p.resync(ctx)
 		case name := <-p.expedite:
+			if _, ok := p.targets[name]; !ok {
+				// Added since the last resync (at runtime, or by a
+				// provisioner): read the pools again, rather than leave it
+				// unprobed, and unleased, until the next.
+				p.resync(ctx)
+			}
 			switch t, ok := p.targets[name]; {
 			case !ok:
 			case t.running:

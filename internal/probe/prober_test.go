@@ -456,6 +456,28 @@ func TestProberProbeNow(t *testing.T) {
 	}
 }
 
+// TestProberProbeNowNewResource: a resource added after the prober read
+// the pool is probed at once when asked, not at the next resync.
+func TestProberProbeNowNewResource(t *testing.T) {
+	t.Parallel()
+	l := faultnet.ListenTest(t)
+	r := newRig(t, Spec{TCP: &TCPSpec{Address: l.Addr()}}, nil)
+	r.probe(false) // r1
+	if _, err := r.st.ResourceAdd(context.Background(), &store.ResourceAddParams{Type: "cluster", Spec: store.ResourceSpec{Name: "r2"},
+		Source: berth.SourceAPI, HandoffTTL: time.Minute, Actor: "test", Now: r.clk.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	r.p.ProbeNow("r2")
+	if start := recv(t, r.starts, "probe start"); !start.Equal(r.clk.Now()) {
+		t.Fatalf("the new resource was probed at %s, want now (%s)", start.Sub(t0), r.clk.Now().Sub(t0))
+	}
+	recv(t, r.results, "probe result")
+	got, err := r.st.ResourceGet(context.Background(), "r2")
+	if err != nil || got.Health.Status != berth.HealthConnected {
+		t.Fatalf("r2: %+v, %v", got, err)
+	}
+}
+
 // A job waiting for a resource of a probed pool gets it the moment a
 // probe finds it Connected; a resource that becomes Disconnected while
 // leased stays leased, and the holder's next heartbeat says so.
