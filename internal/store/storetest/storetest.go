@@ -936,8 +936,7 @@ func testReleaseRacesRelease(t *testing.T, s store.Store) {
 			}
 		}
 		if r.State == berth.StateDirty {
-			// Clean it as a janitor would: lease it from dirty is not
-			// there yet, so sync it back to free.
+			// A pool without a janitor: a sync frees what is dirty.
 			sync(t, s, now, pool("vm", names(1, "vm-")...))
 		}
 	}
