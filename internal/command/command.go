@@ -38,11 +38,14 @@ type Spec struct {
 	// many bytes, in Result.Stdout; Result.Output is then the standard
 	// error alone. Otherwise both go to Result.Output together.
 	StdoutLimit int
-	// DieWithBerth has the kernel kill the program if berth dies first
-	// (kill -9, a crash), where the system can (Linux): a janitor or a
-	// provisioner must not go on alone while another berth process takes
-	// its resource over. It holds an OS thread for the program's run (the
-	// kernel ties the signal to the thread that started the program).
+	// DieWithBerth has the program and everything it starts in its
+	// process group killed if berth dies first (kill -9, a crash), where
+	// the system can (Linux): a janitor or a provisioner must not go on
+	// alone while another berth process takes its resource over. The
+	// kernel signals only a process whose parent died, so the program runs
+	// under a small sh that is that process and kills the group (see
+	// supervise); and it holds an OS thread for the run, since the kernel
+	// ties the signal to the thread that started the process.
 	DieWithBerth bool
 }
 
@@ -64,8 +67,10 @@ type Result struct {
 	StdoutCut bool
 }
 
-// Run runs s until it exits or ctx ends, and returns once the program and
-// everything it left in its process group are dead. It does not use
+// Run runs s until it exits or ctx ends, and returns once the program has
+// exited and everything it left in its process group has been killed
+// (with DieWithBerth: is dead). A process that left the group (setsid, a
+// daemon) is not berth's to track. It does not use
 // exec.CommandContext because the group must be killed as soon as the
 // program exits, before waiting for the output to close, not WaitDelay
 // later.
@@ -73,7 +78,14 @@ func Run(ctx context.Context, s Spec) Result {
 	if len(s.Argv) == 0 || s.Argv[0] == "" {
 		return Result{Err: errors.New("no program to run")}
 	}
-	if s.DieWithBerth {
+	argv := s.Argv
+	if s.DieWithBerth && supervisor != "" {
+		// A missing program would be the shell's exit 127; say so as
+		// exec would.
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			return Result{Err: err}
+		}
+		argv = append([]string{supervisor, "-c", superviseScript, "berth"}, argv...)
 		// Start and Wait run on this goroutine: locked, the thread that
 		// started the program lives until it is dead.
 		runtime.LockOSThread()
@@ -84,7 +96,7 @@ func Run(ctx context.Context, s Spec) Result {
 		return Result{Err: err}
 	}
 	defer func() { _ = r.Close() }()
-	cmd := exec.Command(s.Argv[0], s.Argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = s.Env
 	if s.Stdin != nil {
 		cmd.Stdin = bytes.NewReader(s.Stdin)
@@ -107,7 +119,7 @@ func Run(ctx context.Context, s Spec) Result {
 	} else {
 		close(stdoutCopied)
 	}
-	cmd.SysProcAttr = sysProcAttr(s.DieWithBerth)
+	cmd.SysProcAttr = sysProcAttr(s.DieWithBerth && supervisor != "")
 	err = cmd.Start()
 	_ = w.Close() // the child has its copy; ours would keep the pipe open
 	if outW != nil {
@@ -136,6 +148,13 @@ func Run(ctx context.Context, s Spec) Result {
 	waitErr := cmd.Wait()
 	stop()
 	killGroup() // what the program left in its group
+	if s.DieWithBerth {
+		// A janitor's next command on the same resource must not begin
+		// while this one's processes still run: wait for the kernel to
+		// finish them off (SIGKILL cannot be caught; this is a moment,
+		// bounded in case a process hangs in the kernel).
+		waitGroupDead(pgid)
+	}
 	// The group is dead, so the pipes close at once unless a process that
 	// escaped the group holds them; then give up on the rest.
 	_ = r.SetReadDeadline(time.Now().Add(outputGrace))
@@ -154,6 +173,38 @@ func Run(ctx context.Context, s Spec) Result {
 	}
 	return res
 }
+
+// waitGroupDead waits, up to groupDeathWait, until no process of group
+// pgid is alive.
+func waitGroupDead(pgid int) {
+	deadline := time.Now().Add(groupDeathWait)
+	for pause := time.Millisecond; groupLives(pgid) && time.Now().Before(deadline); pause = min(2*pause, 50*time.Millisecond) {
+		time.Sleep(pause)
+	}
+}
+
+// groupDeathWait bounds waitGroupDead.
+const groupDeathWait = 5 * time.Second
+
+// superviseScript runs the program ("$@") in the background and waits
+// for it, its exit status becoming the shell's; it is the group's leader,
+// and berth's child. When berth dies the kernel sends it SIGTERM (see
+// sysProcAttr), on which it kills the whole group. The program's standard
+// input is passed on by hand: a background command's would be /dev/null.
+const superviseScript = `trap 'kill -KILL 0' TERM; exec 3<&0; "$@" <&3 3<&- & wait $!`
+
+// supervisor is the shell that runs superviseScript; "" where there is
+// none (the program then runs as berth's child, and outlives berth).
+var supervisor = func() string {
+	if !superviseSupported {
+		return ""
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		return ""
+	}
+	return sh
+}()
 
 // Describe says how a run ended in a few words: "exit status 3", "killed
 // by signal 9", "could not start: …".

@@ -3,11 +3,14 @@ package command
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -91,10 +94,45 @@ func TestRunKillsGroupOnCancel(t *testing.T) {
 	if !errors.Is(res.Err, context.Canceled) {
 		t.Fatalf("%+v", res)
 	}
+	// Killed: dead within moments (SIGKILL cannot be caught), reaped
+	// by whoever its parent is now.
 	pid := strings.TrimSpace(string(b))
-	if _, err := os.Stat("/proc/" + pid); err == nil {
-		if st, _ := os.ReadFile("/proc/" + pid + "/stat"); !strings.Contains(string(st), ") Z ") {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil || strings.Contains(string(st), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
 			t.Fatalf("the program's child %s outlived it: %s", pid, st)
 		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDieWithBerthWaitsForTheGroup: with DieWithBerth, the program runs
+// under the supervising shell, gets its standard input and exit status
+// through it, and Run returns only once a child it left behind is dead.
+func TestDieWithBerthWaitsForTheGroup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child")
+	res := Run(context.Background(), Spec{Argv: []string{"sh", "-c", `sleep 1000 & echo $! > "$1"; cat; exit 4`, "sh", pidFile},
+		Stdin: []byte("in\n"), Tail: 100, DieWithBerth: true})
+	var exitErr *exec.ExitError
+	if !errors.As(res.Err, &exitErr) || exitErr.ExitCode() != 4 || res.Output != "in" {
+		t.Fatalf("%+v", res)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z ") {
+		t.Fatalf("Run returned while the program's child %d lived: %s", pid, st)
+	}
+	if res := Run(context.Background(), Spec{Argv: []string{filepath.Join(dir, "missing")}, DieWithBerth: true}); res.Started ||
+		!strings.HasPrefix(res.Describe(), "could not start: ") {
+		t.Fatalf("a missing program under the supervisor: %+v", res)
 	}
 }

@@ -8,13 +8,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/client"
 	"github.com/berth-ci/berth/internal/store/postgres/pgtest"
 )
+
+// alive reports whether process pid runs (a zombie has ended).
+func alive(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(st), ") Z ")
+}
 
 func testdata(t *testing.T, name string) string {
 	t.Helper()
@@ -296,10 +301,10 @@ func TestPostgresJanitorOnLeaderSurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader.kill9()
-	// Its janitor command dies with it (the kernel kills it: Pdeathsig).
-	waitFor(t, "the killed leader's janitor command to die", func() bool {
-		return syscall.Kill(blocked, 0) != nil
-	})
+	// Its janitor command dies with it, and so does the child the command
+	// started (the kernel signals the supervising shell, which kills the
+	// group).
+	waitFor(t, "the killed leader's janitor's child to die", func() bool { return !alive(blocked) })
 	waitFor(t, "the new leader to clean "+a.Resource.Name, func() bool { return free(a.Resource.Name) })
 	got := runs()
 	if n := len(got[other.cmd.Process.Pid]); n != 1 || got[other.cmd.Process.Pid][0] != a.Resource.Name+" 2" {
@@ -324,5 +329,85 @@ func TestPostgresJanitorOnLeaderSurvivesKill9(t *testing.T) {
 	}
 	if got := runs()[leader.cmd.Process.Pid]; len(got) != 3 || got[2] != a.Resource.Name+" 1" {
 		t.Fatalf("the killed leader's janitor runs: %v", got)
+	}
+}
+
+// TestKill9MidCleanAndOutage: on the embedded store, berth is killed -9
+// while its janitor cleans one resource and jobs hold two others whose
+// leases then run out. The janitor's command and the child it started
+// die with berth. After the restart, the leases are reaped,
+// the interrupted cleaning's lease runs out and counts as a failed
+// attempt, and every resource is cleaned and free again, with events that
+// explain each step.
+func TestKill9MidCleanAndOutage(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`pools:
+  - type: vm
+    leaseTTL: 1s
+    resources: [vm-1, vm-2, vm-3]
+    janitor: {command: [%q, %q], leaseTTL: 1s, backoff: 100ms}
+`, testdata(t, "janitor.sh"), dir))
+	srv := startServer(t, "--config", cfg, "--data", dir)
+	ctx := context.Background()
+	c := newClient(t, client.Options{Servers: []string{srv.URL}})
+	if err := os.WriteFile(filepath.Join(dir, "block"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: "job-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Release(ctx, first.Lease.ID, client.ReleaseParams{}); err != nil {
+		t.Fatal(err)
+	}
+	var blocked int
+	waitFor(t, "the janitor to start", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "blocked"))
+		blocked, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && blocked > 0
+	})
+	var held []*client.Acquired
+	for _, o := range []string{"job-2", "job-3"} {
+		a, err := c.Acquire(ctx, client.AcquireParams{Type: "vm", Owner: o})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, a)
+	}
+	if err := os.Remove(filepath.Join(dir, "block")); err != nil {
+		t.Fatal(err)
+	}
+	srv.kill9()
+	waitFor(t, "the janitor's child to die with berth", func() bool { return !alive(blocked) })
+
+	// The leases (1 s) run out while berth is down or just after it is
+	// back; the reaper ends them either way.
+	srv = startServer(t, "--config", cfg, "--data", dir)
+	c = newClient(t, client.Options{Servers: []string{srv.URL}})
+	for _, n := range []string{"vm-1", "vm-2", "vm-3"} {
+		waitFor(t, n+" to be free", func() bool {
+			r, err := c.Resource(ctx, n)
+			return err == nil && r.State == berth.StateFree
+		})
+	}
+	steps := func(name string) string {
+		evs, err := c.Events(ctx, client.EventFilter{Resource: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			out = append(out, e.Reason+" by "+e.Actor)
+		}
+		return strings.Join(out, ", ")
+	}
+	if got, want := steps(first.Resource.Name), "added by config, acquired by job-1, released by job-1, cleaning by berth-janitor, "+
+		"clean-failed by reaper, cleaning by berth-janitor, cleaned by berth-janitor"; got != want {
+		t.Fatalf("events of %s:\n%s\nwant\n%s", first.Resource.Name, got, want)
+	}
+	for i, h := range held {
+		if got, want := steps(h.Resource.Name), fmt.Sprintf("added by config, acquired by job-%d, expired by reaper, cleaning by berth-janitor, cleaned by berth-janitor", i+2); got != want {
+			t.Fatalf("events of %s:\n%s\nwant\n%s", h.Resource.Name, got, want)
+		}
 	}
 }

@@ -67,6 +67,11 @@ type Janitor struct {
 
 	mu      sync.Mutex
 	running map[string]int // cleanings under way, by pool
+	// active is closed when the cleaning of the resource it is keyed by
+	// has ended, command and all: a cleaning of the same resource that
+	// begins before (it was revoked, unquarantined and dirty again) waits
+	// for it, so that two commands never clean one resource at once.
+	active map[string]chan struct{}
 	// finished is told when a cleaning ends: a slot is free.
 	finished chan struct{}
 	jobs     sync.WaitGroup
@@ -83,7 +88,7 @@ func New(opts Options) *Janitor {
 	if opts.Owner == "" {
 		opts.Owner = DefaultOwner
 	}
-	j := &Janitor{opts: opts, running: map[string]int{}, finished: make(chan struct{}, 1)}
+	j := &Janitor{opts: opts, running: map[string]int{}, active: map[string]chan struct{}{}, finished: make(chan struct{}, 1)}
 	for _, p := range opts.Pools {
 		if p.Timeout <= 0 {
 			p.Timeout = DefaultTimeout
@@ -136,16 +141,27 @@ func (j *Janitor) slots(p Pool) int {
 }
 
 func (j *Janitor) start(ctx context.Context, p Pool, c *lease.CleanClaimResult) {
+	name := c.Resource.Name
+	done := make(chan struct{})
 	j.mu.Lock()
 	j.running[p.Type]++
+	before := j.active[name]
+	j.active[name] = done
 	j.mu.Unlock()
 	j.jobs.Go(func() {
 		defer func() {
 			j.mu.Lock()
 			j.running[p.Type]--
+			if j.active[name] == done {
+				delete(j.active, name)
+			}
 			j.mu.Unlock()
+			close(done)
 			signal(j.finished)
 		}()
+		if before != nil {
+			<-before // its command is being killed: a moment
+		}
 		j.clean(ctx, p, c)
 	})
 }
@@ -166,13 +182,22 @@ func (j *Janitor) clean(ctx context.Context, p Pool, c *lease.CleanClaimResult) 
 	// The heartbeat's ticker and the timeout's timer exist before the
 	// command starts: a test's clock that moves on once the command runs
 	// moves them too.
-	every := max(time.Duration(l.TTL)/3, time.Second)
+	every := max(time.Duration(l.TTL)/3, minHeartbeat)
 	ticker := j.opts.Clock.NewTicker(every)
+	// Watched from before the look below: a quarantine that revokes the
+	// lease at any moment from now on stops the command at once.
+	ended, unwatch := j.opts.Engine.WatchLease(l.ID)
+	if cur, err := j.opts.Engine.Lease(ctx, l.ID); err != nil || cur.Status != berth.LeaseActive {
+		ticker.Stop()
+		unwatch()
+		log.Warn("cleaning not started: its lease ended first (revoked by a quarantine, or expired)", "err", err)
+		return
+	}
 	timeout := j.opts.Clock.AfterFunc(p.Timeout, func() { stop(errTimeout) })
 	beats := make(chan struct{})
 	go func() {
 		defer close(beats)
-		j.heartbeat(run, l, ticker, stop)
+		j.heartbeat(run, l, ticker, ended, unwatch, stop)
 	}()
 	argv := p.Command
 	if r.DeepClean && len(p.DeepCommand) > 0 {
@@ -214,17 +239,27 @@ func (j *Janitor) clean(ctx context.Context, p Pool, c *lease.CleanClaimResult) 
 	}
 }
 
+// minHeartbeat bounds how often a cleaning lease is heartbeated.
+const minHeartbeat = 100 * time.Millisecond
+
 // heartbeat keeps cleaning lease l alive, at each tick of t, until ctx
 // ends; if the lease is lost, it stops the cleaning (stop with
-// errLeaseLost).
-func (j *Janitor) heartbeat(ctx context.Context, l *berth.Lease, t clockwork.Ticker, stop context.CancelCauseFunc) {
+// errLeaseLost). Word that the lease may have ended (a quarantine revoked
+// it) makes it look at once, not at its next tick.
+func (j *Janitor) heartbeat(ctx context.Context, l *berth.Lease, t clockwork.Ticker, ended <-chan struct{}, unwatch func(), stop context.CancelCauseFunc) {
 	defer t.Stop()
+	defer func() { unwatch() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
+		case <-ended:
 		}
+		// Watch for the next round before this look, so that an end
+		// between the two is not missed.
+		unwatch()
+		ended, unwatch = j.opts.Engine.WatchLease(l.ID)
 		_, err := j.opts.Engine.Heartbeat(ctx, l.ID)
 		switch code := berth.ErrorCodeOf(err); {
 		case err == nil, ctx.Err() != nil:

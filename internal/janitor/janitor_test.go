@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,8 +35,11 @@ type rig struct {
 	// did ($JANITOR_DIR, $DYN_DIR).
 	dir string
 	// begun are cleanings read from the fifo but not yet returned by
-	// started (two that write at once are read together).
+	// started (two that write at once are read together), as
+	// "resource pid"; pids maps each resource to the pid of the last
+	// command started on it.
 	begun []string
+	pids  map[string]int
 }
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -188,10 +192,18 @@ func (r *rig) started() string {
 	for len(r.begun) == 0 {
 		// Empty when a writer went without writing: a script killed as it
 		// began.
-		r.begun = strings.Fields(r.readStarted())
+		for _, line := range strings.Split(r.readStarted(), "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				r.begun = append(r.begun, line)
+			}
+		}
 	}
-	name := r.begun[0]
+	name, pid, _ := strings.Cut(r.begun[0], " ")
 	r.begun = r.begun[1:]
+	if r.pids == nil {
+		r.pids = map[string]int{}
+	}
+	r.pids[name], _ = strconv.Atoi(pid)
 	return name
 }
 
@@ -393,17 +405,56 @@ func TestJanitorStopsWhenLeaseLost(t *testing.T) {
 		r.release(a.Lease.ID, berth.ReleaseDirty, "")
 	}
 	first := r.started()
+	firstPid := r.pids[first]
 	q, err := r.eng.Quarantine(context.Background(), lease.AdminParams{Name: first, Reason: "on fire", Actor: "admin"})
 	if err != nil || q.Revoked == nil || q.Revoked.Kind != berth.LeaseClean {
 		t.Fatalf("quarantine: %+v, %v", q, err)
 	}
-	r.clock.Advance(10 * time.Minute) // a heartbeat is due (every TTL/3)
+	// At once, not at the next heartbeat (the clock does not move): the
+	// command is killed and the slot goes to the other resource.
 	second := r.started()
 	if second == first {
 		t.Fatalf("cleaned %s again", second)
 	}
+	if alive(firstPid) {
+		t.Fatalf("the revoked cleaning's command (pid %d) still runs", firstPid)
+	}
 	if got := reasonsOf(r.events(first, "")); !slices.Equal(got[len(got)-3:], []string{"cleaning", "revoked", "quarantined"}) {
 		t.Fatalf("events of %s: %v", first, got)
+	}
+}
+
+// alive reports whether process pid runs (a zombie has ended).
+func alive(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(st), ") Z ")
+}
+
+// TestJanitorNeverOverlapsOnOneResource: a resource whose cleaning was
+// revoked and that is dirty again at once (unquarantined) is cleaned
+// again only once the first command is dead.
+func TestJanitorNeverOverlapsOnOneResource(t *testing.T) {
+	r := newRig(t, vmPool(1))
+	r.blockCleanings()
+	j := vmJanitor()
+	j.Timeout, j.Concurrency = time.Hour, 2
+	r.runJanitor(j)
+	a := r.acquire("vm", "job")
+	r.release(a.Lease.ID, berth.ReleaseDirty, "")
+	r.started()
+	firstPid := r.pids["vm-1"]
+	ctx := context.Background()
+	if _, err := r.eng.Quarantine(ctx, lease.AdminParams{Name: "vm-1", Reason: "check", Actor: "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.eng.Unquarantine(ctx, lease.AdminParams{Name: "vm-1", Reason: "fine", Actor: "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	if again := r.started(); again != "vm-1" || r.pids["vm-1"] == firstPid {
+		t.Fatalf("second cleaning: %s (pid %d)", again, r.pids["vm-1"])
+	}
+	if alive(firstPid) {
+		t.Fatalf("the first cleaning's command (pid %d) still ran when the second began", firstPid)
 	}
 }
 

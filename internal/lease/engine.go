@@ -113,8 +113,10 @@ type Engine struct {
 	waiters map[string]*waiter
 	changed chan struct{} // closed and replaced whenever events are written
 	// watches are the loops waiting for something to happen to a pool
-	// (Watch).
-	watches []*watch
+	// (Watch); leaseWatches those waiting for the end of a lease
+	// (WatchLease).
+	watches      []*watch
+	leaseWatches map[string][]chan struct{}
 }
 
 // watch is one Watch call: ch is closed the next time any of types is
@@ -802,6 +804,51 @@ func (e *Engine) Watches() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.watches)
+}
+
+// WatchLease returns a channel that is closed when lease id may have
+// ended other than through its holder: revoked by a quarantine here, or,
+// as another replica reports (LeaseEnded), there. berth's janitor stops
+// its command at once rather than at its next heartbeat. The caller calls
+// stop when it no longer waits.
+func (e *Engine) WatchLease(id string) (ch <-chan struct{}, stop func()) {
+	c := make(chan struct{})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.leaseWatches == nil {
+		e.leaseWatches = map[string][]chan struct{}{}
+	}
+	e.leaseWatches[id] = append(e.leaseWatches[id], c)
+	return c, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		cs := e.leaseWatches[id]
+		if i := slices.Index(cs, c); i >= 0 {
+			cs = slices.Delete(cs, i, i+1)
+		}
+		if len(cs) == 0 {
+			delete(e.leaseWatches, id)
+		} else {
+			e.leaseWatches[id] = cs
+		}
+	}
+}
+
+// LeaseEnded tells the watchers of lease id (WatchLease) that it may have
+// ended; with id "", all of them (a replica that may have missed word of
+// some: each looks for itself).
+func (e *Engine) LeaseEnded(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for lid, cs := range e.leaseWatches {
+		if id != "" && lid != id {
+			continue
+		}
+		for _, c := range cs {
+			close(c)
+		}
+		delete(e.leaseWatches, lid)
+	}
 }
 
 // touch tells the watches of typ that something happened to it.

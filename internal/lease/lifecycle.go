@@ -311,6 +311,9 @@ func (e *Engine) Quarantine(ctx context.Context, p AdminParams) (*ResourceChange
 	if err != nil {
 		return nil, e.resourceError(p.Name, err)
 	}
+	if res.Revoked != nil {
+		e.LeaseEnded(res.Revoked.ID)
+	}
 	return e.adminDone(res, ""), nil
 }
 

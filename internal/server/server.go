@@ -270,7 +270,14 @@ func Run(ctx context.Context, opts Options) error {
 					}
 					return
 				}
+				if lease, ok := strings.CutPrefix(id, store.LeaseEndedPrefix); ok {
+					eng.LeaseEnded(lease) // this replica's janitor may hold it
+					return
+				}
 				eng.Wake(id)
+				if id == "" {
+					eng.LeaseEnded("") // word may have been missed: each looks
+				}
 			})
 		})
 	}

@@ -151,6 +151,11 @@ type ProbeRequester interface {
 // ListenHandoffs delivers; '/' is never in a request id.
 const ProbeRequestPrefix = "probe/"
 
+// LeaseEndedPrefix marks, among what ListenHandoffs delivers, the id of a
+// lease that a replica ended other than through its holder (a quarantine
+// revoked it): the holder may be berth's janitor on another replica.
+const LeaseEndedPrefix = "lease-ended/"
+
 // Leadership is implemented by a store that several berth processes
 // share, so that background loops (the reaper, and later janitors, probes
 // and dynamic pools) run in exactly one of them at a time.

@@ -4,7 +4,7 @@
 # then its standard input), and then does what the files in $JANITOR_DIR
 # say:
 #   fail          print to both outputs and exit 3
-#   block         write the resource's name to the fifo "started" (the
+#   block         write "<resource> <pid>" to the fifo "started" (the
 #                 test reads it) and wait until killed
 # Otherwise it prints a line and exits 0.
 set -u
@@ -14,7 +14,7 @@ env | grep '^BERTH_' | sort > "$rec"
 echo "--- stdin" >> "$rec"
 cat >> "$rec"
 if [ -e "$d/block" ]; then
-	echo "$BERTH_RESOURCE_NAME" > "$d/started"
+	echo "$BERTH_RESOURCE_NAME $$" > "$d/started"
 	exec sleep 3600
 fi
 if [ -e "$d/fail" ]; then

@@ -401,6 +401,11 @@ func (s *Store) ResourceQuarantine(ctx context.Context, p *store.ResourceQuarant
 				}
 				res.Revoked = l
 				ev.add(store.RevokedEvent(r, l, p.Actor, p.Reason, t))
+				// Delivered at commit to every replica: the leader's
+				// janitor, if it holds the lease, stops at once.
+				if _, err := tx.Exec(ctx, "SELECT pg_notify("+handoffChannel+", $1)", store.LeaseEndedPrefix+l.ID); err != nil {
+					return fmt.Errorf("notify revocation: %w", err)
+				}
 			}
 			ev.add(store.AdminEvent(r, berth.StateQuarantined, store.ReasonQuarantined, p.Actor, p.Reason, t))
 			res.Resource, err = scanResource(tx.QueryRow(ctx, `UPDATE resources SET state = 'quarantined', state_reason = $1, state_changed_at = $2,
