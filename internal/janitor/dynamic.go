@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -171,7 +172,12 @@ func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error
 	var (
 		next                 time.Time
 		ready, coming, total int
+		// old are free resources past their lifespan: leased no more,
+		// but deleted only once what replaces them is free, or when the
+		// pool has no room to make their replacements first.
+		old []*berth.Resource
 	)
+	lifespan := fmt.Sprintf("past its lifespan of %s", d.Lifespan)
 	for _, r := range rs {
 		total++
 		if r.Source != berth.SourceDynamic || inFlight[r.Name] {
@@ -181,6 +187,7 @@ func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error
 		if d.Lifespan > 0 && r.CreatedAt != nil {
 			expires = r.CreatedAt.Add(d.Lifespan)
 		}
+		expired := !expires.IsZero() && !now.Before(expires)
 		unleased := r.LeaseID == ""
 		switch {
 		case r.State == berth.StateDeleting:
@@ -191,33 +198,44 @@ func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error
 			}
 		case unleased && r.Retiring && (r.State == berth.StateFree || r.State == berth.StateDirty || r.State == berth.StateQuarantined):
 			p.startDelete(ctx, d, r, "retired", false)
-		case unleased && !expires.IsZero() && !now.Before(expires) && (r.State == berth.StateFree || r.State == berth.StateDirty):
-			p.startDelete(ctx, d, r, fmt.Sprintf("past its lifespan of %s", d.Lifespan), false)
+		case unleased && expired && r.State == berth.StateDirty:
+			p.startDelete(ctx, d, r, lifespan, false) // no use cleaning it
 		case r.Retiring:
 		case r.State == berth.StateFree && !r.Draining && r.Health.Status != berth.HealthDisconnected:
 			ready++
-			if !expires.IsZero() {
+			if expired {
+				old = append(old, r)
+			} else if !expires.IsZero() {
 				next = earliest(next, expires)
 			}
 		case r.State == berth.StateDirty || r.State == berth.StateCleaning:
 			coming++
 		}
 	}
+	demand := d.MinFree + pool.Waiters
 	if pool.Draining {
-		return next, nil // nothing would be leased
+		demand = 0 // nothing would be leased: make nothing, keep nothing old
 	}
 	// Enough free for MinFree and for every waiter, counting what is
-	// being cleaned or made, within MaxTotal.
-	need := d.MinFree + pool.Waiters - (ready + coming + making)
-	need = min(need, d.MaxTotal-total-making, d.Concurrency-making)
-	if need <= 0 {
-		return next, nil
+	// being cleaned or made and not what is too old, within MaxTotal.
+	need := demand - (ready - len(old) + coming + making)
+	room := d.MaxTotal - total - making
+	start := max(min(need, room, d.Concurrency-making), 0)
+	if start > 0 && now.Before(retryAt) {
+		next, start = earliest(next, retryAt), 0
 	}
-	if now.Before(retryAt) {
-		return earliest(next, retryAt), nil
-	}
-	for range need {
+	for range start {
 		p.startProvision(ctx, d)
+	}
+	// The old ones go while the pool has more free than it needs, and
+	// as many more as must make room for their replacements.
+	spare := max(ready-demand, 0) + max(min(need, d.Concurrency-making)-max(room, 0), 0)
+	for _, r := range old {
+		if spare <= 0 {
+			break
+		}
+		p.startDelete(ctx, d, r, lifespan, false)
+		spare--
 	}
 	return next, nil
 }
@@ -250,10 +268,6 @@ func (p *Provisioner) provision(ctx context.Context, d DynamicPool) {
 	env := append(append([]string{}, p.opts.Env...), "BERTH_RESOURCE_TYPE="+d.Type, "BERTH_PROVISION_ID="+id)
 	res, cause := p.run(ctx, d.Provision, env, nil)
 	log := p.opts.Logger.With("type", d.Type, "provision", id)
-	if ctx.Err() != nil {
-		log.Warn("provisioning stopped: berth shut down or no longer leads; what it made, if anything, is not known", "output", res.Output)
-		return
-	}
 	var (
 		out provisioned
 		msg string
@@ -274,9 +288,17 @@ func (p *Provisioner) provision(ctx context.Context, d DynamicPool) {
 			msg = "printed more than one JSON value; want one resource"
 		}
 	}
+	if msg != "" && ctx.Err() != nil {
+		log.Warn("provisioning stopped: berth shut down or no longer leads; what it made, if anything, is not known", "output", res.Output)
+		return
+	}
 	if msg == "" {
+		// Made: added even if berth is stopping (the store says what is
+		// made; dropping it would leak it), within a bound of its own.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
 		spec := store.ResourceSpec{Name: out.Name, UserData: out.UserData, Labels: out.Labels}
-		added, err := p.opts.Engine.Provisioned(ctx, d.Type, spec, "made by the provisioner ("+id+")", res.Output, p.opts.Owner)
+		added, err := p.opts.Engine.Provisioned(actx, d.Type, spec, "made by the provisioner ("+id+")", res.Output, p.opts.Owner)
 		if err == nil {
 			p.mu.Lock()
 			p.failures[d.Type], p.retryAt[d.Type] = 0, time.Time{}
@@ -284,7 +306,7 @@ func (p *Provisioner) provision(ctx context.Context, d DynamicPool) {
 			log.Info("provisioned", "resource", added.Resource.Name)
 			return
 		}
-		msg = "made " + strings.TrimSpace(out.Name) + ", which berth could not add: " + err.Error()
+		msg = "made " + shortQuote(out.Name) + ", which berth could not add: " + err.Error()
 	}
 	p.mu.Lock()
 	p.failures[d.Type]++
@@ -296,11 +318,26 @@ func (p *Provisioner) provision(ctx context.Context, d DynamicPool) {
 	if len(res.Stdout) > 0 {
 		output = strings.TrimSpace(string(res.Stdout) + "\n" + output)
 	}
-	err := p.opts.Engine.RecordEvent(ctx, &berth.Event{Resource: out.Name, Type: d.Type, Kind: berth.EventProvision, Reason: "provision-failed",
-		Actor: p.opts.Owner, Message: fmt.Sprintf("%s; trying again in %s", msg, wait.Round(time.Millisecond)), Output: store.Tail(output, store.MaxOutput)})
+	name := out.Name
+	if !berth.ValidName(name) {
+		name = "" // not a resource: the event is the pool's
+	}
+	err := p.opts.Engine.RecordEvent(ctx, &berth.Event{Resource: name, Type: d.Type, Kind: berth.EventProvision, Reason: "provision-failed",
+		Actor:   p.opts.Owner,
+		Message: store.Head(fmt.Sprintf("%s; trying again in %s", msg, wait.Round(time.Millisecond)), maxMessage),
+		Output:  store.Tail(output, store.MaxOutput)})
 	if err != nil {
 		log.Error("could not record a failed provisioning", "err", err)
 	}
+}
+
+// maxMessage bounds the message of a provisioning's event.
+const maxMessage = 1024
+
+// shortQuote quotes s, cut to its first 64 bytes: a provisioner's output
+// is not to be trusted to be short.
+func shortQuote(s string) string {
+	return strconv.Quote(store.Head(s, 64))
 }
 
 func (p *Provisioner) startDelete(ctx context.Context, d DynamicPool, r *berth.Resource, reason string, again bool) {

@@ -213,3 +213,27 @@ func TestRetireDynamicDeprovisions(t *testing.T) {
 		t.Fatalf("adding by hand to a dynamic pool: %v", err)
 	}
 }
+
+// TestProvisionerMakesBeforeItDeletes: a free resource past its lifespan
+// is deleted only once its replacement is free: the pool is never left
+// without a free resource for the length of a provisioning.
+func TestProvisionerMakesBeforeItDeletes(t *testing.T) {
+	lp, dp := kindPool(1, 2, time.Hour)
+	r := newRig(t, lp)
+	r.runProvisioner(dp)
+	r.waitFor("a resource", func() bool { return r.pool("kind").States[berth.StateFree] == 1 })
+	r.clock.Advance(time.Hour)
+	r.waitFor("dyn-1 to be deleted", func() bool { return len(r.deleted()) == 1 })
+	var made, deleting int64
+	for _, e := range r.events("", berth.EventProvision) {
+		switch {
+		case e.Resource == "dyn-2" && e.Reason == "provisioned":
+			made = e.ID
+		case e.Resource == "dyn-1" && e.Reason == "deprovisioning":
+			deleting = e.ID
+		}
+	}
+	if made == 0 || deleting == 0 || made > deleting {
+		t.Fatalf("dyn-2 made at event %d, dyn-1's deletion begun at event %d; want the replacement first", made, deleting)
+	}
+}

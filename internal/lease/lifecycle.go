@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+	"unicode/utf8"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/internal/store"
@@ -30,8 +31,10 @@ const (
 
 // Delay is the wait after failed attempt n (1 for the first failure): the
 // backoff doubled n-1 times, capped at MaxBackoff, then jittered by up to a
-// fifth either way (never past the cap), so that resources that failed
-// together do not all come back at once.
+// fifth either way, so that resources that failed together do not all come
+// back at once. A wait that the jitter takes past the cap is reflected
+// back below it, rather than clipped: at the cap, clipping would send half
+// of them back at the same moment.
 func (c CleanPolicy) Delay(n int) time.Duration {
 	base, limit := c.Backoff, c.MaxBackoff
 	if base <= 0 {
@@ -46,13 +49,16 @@ func (c CleanPolicy) Delay(n int) time.Duration {
 	}
 	d = min(d, limit)
 	jittered := time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-	return min(jittered, limit)
+	if jittered > limit {
+		jittered = 2*limit - jittered
+	}
+	return jittered
 }
 
 // cleanPolicy is the store's view of the policy of pool typ.
 func (e *Engine) cleanPolicy(typ string) store.CleanPolicy {
 	p := e.policyFor(typ)
-	return store.CleanPolicy{MaxAttempts: p.Clean.MaxAttempts, Backoff: p.Clean.Delay, HandoffTTL: p.LeaseTTL}
+	return store.CleanPolicy{MaxAttempts: p.Clean.MaxAttempts, Backoff: p.Clean.Delay, HandoffTTL: p.LeaseTTL, NoJanitor: p.Janitor == JanitorNone}
 }
 
 // maxOutput bounds a janitor's output in a request; the store keeps the
@@ -160,7 +166,7 @@ func (e *Engine) validateClean(p *CleanClaimParams) (Pool, error) {
 		return Pool{}, err
 	}
 	if p.Name != "" && !berth.ValidName(p.Name) {
-		return Pool{}, berth.FieldErrorf("name", "%q is not a valid resource name", p.Name)
+		return Pool{}, berth.FieldErrorf("name", "%q is not a valid resource name", store.Head(p.Name, 64))
 	}
 	if p.Wait < 0 {
 		return Pool{}, berth.FieldErrorf("wait", "must not be negative")
@@ -456,7 +462,7 @@ func ValidateResource(name string, userData, labels map[string]string) error {
 		return berth.FieldErrorf("name", "is required")
 	}
 	if !berth.ValidName(name) {
-		return berth.FieldErrorf("name", "%q is not a valid resource name (letters, digits, '.', '_', '-'; at most 253)", name)
+		return berth.FieldErrorf("name", "%q is not a valid resource name (letters, digits, '.', '_', '-'; at most 253)", store.Head(name, 64))
 	}
 	if len(userData) > maxMapKeys {
 		return berth.FieldErrorf("userData", "has more than %d keys", maxMapKeys)
@@ -468,13 +474,16 @@ func ValidateResource(name string, userData, labels map[string]string) error {
 		if len(v) > maxUserDataValue {
 			return berth.FieldErrorf("userData."+k, "is longer than %d bytes", maxUserDataValue)
 		}
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return berth.FieldErrorf("userData", "is not valid UTF-8")
+		}
 	}
 	if len(labels) > maxMapKeys {
 		return berth.FieldErrorf("labels", "has more than %d keys", maxMapKeys)
 	}
 	for k, v := range labels {
 		if !berth.ValidLabelKey(k) {
-			return berth.FieldErrorf("labels", "%q is not a valid label key", k)
+			return berth.FieldErrorf("labels", "%q is not a valid label key", store.Head(k, 64))
 		}
 		if len(v) > maxLabelValue {
 			return berth.FieldErrorf("labels."+k, "is longer than %d characters", maxLabelValue)

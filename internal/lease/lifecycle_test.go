@@ -30,6 +30,16 @@ func TestCleanPolicyDelay(t *testing.T) {
 	if d := (lease.CleanPolicy{}).Delay(1000); d > lease.DefaultMaxBackoff {
 		t.Fatalf("default backoff is not capped: %s", d)
 	}
+	// At the cap the waits still spread: not half of them on the cap.
+	atCap := 0
+	for range 1000 {
+		if p.Delay(30) == time.Minute {
+			atCap++
+		}
+	}
+	if atCap > 10 {
+		t.Fatalf("%d of 1000 waits at the cap exactly", atCap)
+	}
 }
 
 // TestBrokenFollowsPoolPolicy: a release as broken quarantines, unless

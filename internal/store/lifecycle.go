@@ -67,6 +67,19 @@ func Tail(s string, n int) string {
 	return "…" + s
 }
 
+// Head is the first n bytes of s, cut at a character boundary, with "…"
+// where the rest was cut off.
+func Head(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
+}
+
 // NotLeasedError is the error for an operation on a resource a lease
 // holds that only an unleased one allows.
 func NotLeasedError(r *berth.Resource, what string) error {
@@ -156,6 +169,11 @@ func DecideClean(p *CleanEndParams, pol CleanPolicy, r *berth.Resource, l *berth
 		o.To, o.Attempts, o.NextAt, ev.Reason = berth.StateDirty, attempt, t.Add(wait), ReasonCleanFailed
 		o.Reason, o.Deep = r.StateReason, r.DeepClean
 		ev.Message = fmt.Sprintf("cleaning attempt %d%s failed: %s; next attempt in %s", attempt, of, msg, wait.Round(time.Millisecond))
+	}
+	if o.To == berth.StateDirty && pol.NoJanitor {
+		// Nothing would clean it: as a pool without a janitor does.
+		o.To, o.Attempts, o.NextAt, o.Reason, o.Deep = berth.StateFree, 0, time.Time{}, "", false
+		ev.Message += "; the pool has no janitor now, so it is free"
 	}
 	ev.To = string(o.To)
 	if r.Retiring && r.Source != berth.SourceDynamic {

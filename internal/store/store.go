@@ -409,6 +409,10 @@ type CleanPolicy struct {
 	// HandoffTTL is the lease TTL given to a waiter a cleaned resource
 	// goes to.
 	HandoffTTL time.Duration
+	// NoJanitor: the pool has no janitor (any more: the config changed
+	// while the resource was being cleaned). A resource that would be
+	// dirty again is free instead, since nothing would clean it.
+	NoJanitor bool
 }
 
 type CleanEndParams struct {

@@ -38,6 +38,7 @@ var lifecycleCases = []struct {
 	{"CleanAbandoned", testCleanAbandoned},
 	{"EventRecord", testEventRecord},
 	{"CleanClaimIdempotent", testCleanClaimIdempotent},
+	{"CleanEndInPoolWithoutJanitor", testCleanEndWithoutJanitor},
 }
 
 func janitorPool(typ string, rs ...store.ResourceSpec) store.PoolPolicy {
@@ -755,5 +756,22 @@ func testCleanClaimIdempotent(t *testing.T, s store.Store) {
 	p.Owner, p.Now = "janitor", at(3*time.Second)
 	if next, err := s.CleanClaim(ctx, p); err != nil || next.Lease == nil || next.Lease.ID == first.Lease.ID {
 		t.Fatalf("claim after the first ended: %+v, %v", next, err)
+	}
+}
+
+// testCleanEndWithoutJanitor: a cleaning that fails (or whose lease runs
+// out) after its pool lost its janitor leaves the resource free, not dirty
+// with nothing to clean it.
+func testCleanEndWithoutJanitor(t *testing.T, s store.Store) {
+	dirtyOne(t, s)
+	c := mustClaim(t, s, "vm", at(2*time.Second))
+	sync(t, s, at(3*time.Second), pool("vm", names(1, "vm-")...)) // the janitor leaves the config
+	if res := acquire(t, s, acq{typ: "vm", owner: "waiter", requestID: "w", wait: true, now: at(3 * time.Second), waitUntil: at(time.Hour)}); res.Request == nil {
+		t.Fatalf("the waiter did not queue: %+v", res)
+	}
+	none := func(string) store.CleanPolicy { return store.CleanPolicy{MaxAttempts: 3, HandoffTTL: ttl, NoJanitor: true} }
+	end := cleanEnd(t, s, store.CleanEndParams{ID: c.Lease.ID, Expired: true, Message: "gone", Policy: none, Actor: "reaper", Now: c.Lease.ExpiresAt})
+	if end.Handoff == nil || end.Handoff.RequestID != "w" || end.Event.To != "free" || end.Resource.CleanAttempts != 0 {
+		t.Fatalf("end of a cleaning in a pool without a janitor: %+v, event %+v", end.Resource, end.Event)
 	}
 }
