@@ -769,7 +769,9 @@ func testCleanEndWithoutJanitor(t *testing.T, s store.Store) {
 	if res := acquire(t, s, acq{typ: "vm", owner: "waiter", requestID: "w", wait: true, now: at(3 * time.Second), waitUntil: at(time.Hour)}); res.Request == nil {
 		t.Fatalf("the waiter did not queue: %+v", res)
 	}
-	none := func(string) store.CleanPolicy { return store.CleanPolicy{MaxAttempts: 3, HandoffTTL: ttl, NoJanitor: true} }
+	none := func(string) store.CleanPolicy {
+		return store.CleanPolicy{MaxAttempts: 3, HandoffTTL: ttl, NoJanitor: true}
+	}
 	end := cleanEnd(t, s, store.CleanEndParams{ID: c.Lease.ID, Expired: true, Message: "gone", Policy: none, Actor: "reaper", Now: c.Lease.ExpiresAt})
 	if end.Handoff == nil || end.Handoff.RequestID != "w" || end.Event.To != "free" || end.Resource.CleanAttempts != 0 {
 		t.Fatalf("end of a cleaning in a pool without a janitor: %+v, event %+v", end.Resource, end.Event)
