@@ -206,6 +206,10 @@ const (
 	EventProvision EventKind = "provision"
 )
 
+// EventKinds lists every kind of event, for filters that must refuse
+// the others.
+var EventKinds = []EventKind{EventState, EventLease, EventHealth, EventAdmin, EventConfig, EventJanitor, EventProvision}
+
 // Event is an immutable record of one transition.
 type Event struct {
 	ID       int64     `json:"id,omitempty"` // 0 only on an event returned with the write that made it, before it has an id

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"path"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -460,6 +461,9 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		Since: q.time("since"), AfterID: q.int64("after"), Limit: q.int("limit", 100, 1, 10000),
 	}
 	wait := q.duration("wait", MaxEventWait)
+	if k := p.Kind; k != "" && !slices.Contains(berth.EventKinds, k) && q.err == nil {
+		q.err = berth.FieldErrorf("kind", "must be one of %v, not %q", berth.EventKinds, k)
+	}
 	switch o := q.str("order"); o {
 	case "", "asc":
 	case "desc":

@@ -15,11 +15,11 @@ func (s *Server) lifecycleRoutes() {
 	s.route("/v1/cleanings", methods{"POST": s.cleanClaim})
 	s.route("/v1/cleanings/{id}/finish", methods{"POST": s.cleanFinish})
 	s.route("/v1/cleanings/{id}/fail", methods{"POST": s.cleanFail})
-	s.route("/v1/resources/{name}/quarantine", methods{"POST": s.adminResource(s.engine.Quarantine)})
-	s.route("/v1/resources/{name}/unquarantine", methods{"POST": s.adminResource(s.engine.Unquarantine)})
-	s.route("/v1/resources/{name}/drain", methods{"POST": s.adminResource(drain(s.engine.DrainResource, true))})
-	s.route("/v1/resources/{name}/undrain", methods{"POST": s.adminResource(drain(s.engine.DrainResource, false))})
-	s.route("/v1/resources/{name}/retire", methods{"POST": s.adminResource(s.engine.RetireResource)})
+	s.route("/v1/resources/{name}/quarantine", methods{"POST": s.adminResource(s.engine.Quarantine, false)})
+	s.route("/v1/resources/{name}/unquarantine", methods{"POST": s.adminResource(s.engine.Unquarantine, true)})
+	s.route("/v1/resources/{name}/drain", methods{"POST": s.adminResource(drain(s.engine.DrainResource, true), false)})
+	s.route("/v1/resources/{name}/undrain", methods{"POST": s.adminResource(drain(s.engine.DrainResource, false), false)})
+	s.route("/v1/resources/{name}/retire", methods{"POST": s.adminResource(s.engine.RetireResource, false)})
 	s.route("/v1/pools/{type}/drain", methods{"POST": s.drainPool(true)})
 	s.route("/v1/pools/{type}/undrain", methods{"POST": s.drainPool(false)})
 }
@@ -152,11 +152,26 @@ func drain(fn func(ctx context.Context, p lease.AdminParams) (*lease.ResourceCha
 	}
 }
 
-func (s *Server) adminResource(fn func(ctx context.Context, p lease.AdminParams) (*lease.ResourceChange, error)) handlerFunc {
+// adminBody is the body of the admin operations other than unquarantine,
+// which alone takes "to".
+type adminBody struct {
+	Reason string `json:"reason,omitempty"`
+	Actor  string `json:"actor,omitempty"`
+}
+
+func (s *Server) adminResource(fn func(ctx context.Context, p lease.AdminParams) (*lease.ResourceChange, error), takesTo bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		var req AdminRequest
-		if err := decodeJSON(w, r, &req, true, s.bodyTO); err != nil {
-			return err
+		if takesTo {
+			if err := decodeJSON(w, r, &req, true, s.bodyTO); err != nil {
+				return err
+			}
+		} else {
+			var b adminBody
+			if err := decodeJSON(w, r, &b, true, s.bodyTO); err != nil {
+				return err
+			}
+			req.Reason, req.Actor = b.Reason, b.Actor
 		}
 		res, err := fn(r.Context(), lease.AdminParams{Name: r.PathValue("name"), Reason: req.Reason, Actor: req.Actor, To: req.To})
 		if err != nil {
@@ -175,10 +190,7 @@ type PoolDrainResponse struct {
 
 func (s *Server) drainPool(on bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		var req struct {
-			Reason string `json:"reason,omitempty"`
-			Actor  string `json:"actor,omitempty"`
-		}
+		var req adminBody
 		if err := decodeJSON(w, r, &req, true, s.bodyTO); err != nil {
 			return err
 		}

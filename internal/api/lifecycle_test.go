@@ -55,10 +55,14 @@ func TestOutsideJanitor(t *testing.T) {
 	if a.status != 200 || end.Resource.State != berth.StateFree || end.Event.Reason != "cleaned" {
 		t.Fatalf("finish: %d %s", a.status, a.body)
 	}
-	// A retried finish changes nothing and says so.
+	// A retried finish changes nothing and says so; a fail after it is
+	// a conflict.
 	a = f.json(t, "POST", "/v1/cleanings/"+c.Lease.ID+"/finish", "")
 	if end := decode[api.CleanEndResponse](t, a); a.status != 200 || !end.AlreadyEnded {
 		t.Fatalf("finish again: %d %s", a.status, a.body)
+	}
+	if a := f.json(t, "POST", "/v1/cleanings/"+c.Lease.ID+"/fail", `{"message": "late"}`); a.status != 409 || !strings.Contains(string(a.body), "as cleaned") {
+		t.Fatalf("fail after finish: %d %s", a.status, a.body)
 	}
 	a = f.json(t, "GET", "/v1/events?resource=proj-1&kind=janitor", "")
 	evs := decode[struct{ Events []*berth.Event }](t, a)
@@ -162,6 +166,9 @@ func TestLifecycleBadInput(t *testing.T) {
 		{"retire config resource", "POST", "/v1/resources/vm-1/retire", ``, 409, berth.EConflict, ""},
 		{"retire no resource", "POST", "/v1/resources/nope/retire", ``, 404, berth.ENotFound, ""},
 		{"bad kind query", "GET", "/v1/events?kind=a%20b", ``, 400, berth.EInvalid, "kind"},
+		{"unknown kind", "GET", "/v1/events?kind=bogus", ``, 400, berth.EInvalid, "kind"},
+		{"quarantine with to", "POST", "/v1/resources/vm-1/quarantine", `{"reason": "x", "to": "free"}`, 400, berth.EInvalid, "to"},
+		{"drain with to", "POST", "/v1/resources/vm-1/drain", `{"reason": "x", "to": "free"}`, 400, berth.EInvalid, "to"},
 		{"cleanings wrong method", "GET", "/v1/cleanings", ``, 405, berth.EMethod, ""},
 	}
 	before := f.snapshot(t)

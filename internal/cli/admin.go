@@ -157,9 +157,9 @@ have run out as usual; waiting jobs keep waiting. Undrain to lease again.`
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case pool == "" && len(args) != 1:
-				return usageErrorf("%s needs a RESOURCE, or --pool TYPE (see 'berth %s --help')", cmd.Name(), cmd.Name())
+				return usageErrorf("%s needs a RESOURCE, or --pool TYPE (see '%s --help')", cmd.Name(), cmd.CommandPath())
 			case pool != "" && len(args) > 0:
-				return usageErrorf("%s takes a RESOURCE or --pool TYPE, not both (see 'berth %s --help')", cmd.Name(), cmd.Name())
+				return usageErrorf("%s takes a RESOURCE or --pool TYPE, not both (see '%s --help')", cmd.Name(), cmd.CommandPath())
 			}
 			p, err := a.params(e, drain)
 			if err != nil {

@@ -134,7 +134,7 @@ Lease a resource for the length of a job:  berth run --type gce-project -- ./tes
 	}
 	root.PersistentFlags().StringVar(&e.server, "server", "", "broker URL(s), comma-separated (default $BERTH_SERVER, then "+DefaultServer+")")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageErrorf("%v (see 'berth %s --help')", err, c.Name())
+		return usageErrorf("%v (see '%s --help')", err, c.CommandPath())
 	})
 	root.AddCommand(
 		e.serveCommand(),
@@ -198,7 +198,7 @@ func (e *env) clientFor(urls []string) (*client.Client, error) {
 func argsExactly(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != len(names) {
-			return usageErrorf("%s needs %s (see 'berth %s --help')", cmd.Name(), strings.Join(names, " "), cmd.Name())
+			return usageErrorf("%s needs %s (see '%s --help')", cmd.Name(), strings.Join(names, " "), cmd.CommandPath())
 		}
 		return nil
 	}
@@ -207,7 +207,7 @@ func argsExactly(names ...string) cobra.PositionalArgs {
 // argsNone rejects positional arguments.
 func argsNone(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usageErrorf("%s takes no arguments, got %q (see 'berth %s --help')", cmd.Name(), args[0], cmd.Name())
+		return usageErrorf("%s takes no arguments, got %q (see '%s --help')", cmd.Name(), args[0], cmd.CommandPath())
 	}
 	return nil
 }

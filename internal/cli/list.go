@@ -12,6 +12,7 @@ import (
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/client"
 	"github.com/berth-ci/berth/internal/buildinfo"
+	"github.com/berth-ci/berth/internal/store"
 )
 
 func (e *env) poolsCommand() *cobra.Command {
@@ -95,7 +96,15 @@ func (e *env) resourcesCommand() *cobra.Command {
 					reason = strings.TrimSpace("draining " + reason)
 				}
 				if r.State == berth.StateDirty && r.CleanAttempts > 0 {
-					reason = strings.TrimSpace(fmt.Sprintf("%d failed cleanings %s", r.CleanAttempts, reason))
+					failed := "1 failed cleaning"
+					if r.CleanAttempts > 1 {
+						failed = fmt.Sprintf("%d failed cleanings", r.CleanAttempts)
+					}
+					reason = strings.TrimSpace(failed + " " + reason)
+				}
+				// The whole reason is in --json; a table row keeps its start.
+				if len(reason) > maxReasonCell {
+					reason = store.Head(reason, maxReasonCell)
 				}
 				t.row(r.Name, r.Type, string(r.State), dash(r.Owner), health, ago(now, r.StateChangedAt), dash(reason))
 			}
@@ -109,6 +118,9 @@ func (e *env) resourcesCommand() *cobra.Command {
 	cmd.AddCommand(e.resourcesAddCommand(), e.resourcesRetireCommand())
 	return cmd
 }
+
+// maxReasonCell bounds a reason in the resources table.
+const maxReasonCell = 160
 
 func (e *env) eventsCommand() *cobra.Command {
 	var (

@@ -148,14 +148,17 @@ func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClai
 
 // NothingToClean is the error for a claim that found nothing to clean.
 func NothingToClean(p CleanClaimParams, next time.Time) error {
-	what := fmt.Sprintf("no dirty resource of type %q", p.Type)
 	if p.Name != "" {
-		what = fmt.Sprintf("resource %q is not dirty", p.Name)
+		if !next.IsZero() {
+			return berth.Errorf(berth.EExhausted, "resource %q of type %q waits out its backoff until %s", p.Name, p.Type, next.Format(time.RFC3339Nano))
+		}
+		return berth.Errorf(berth.EExhausted, "resource %q is not a dirty resource of type %q", p.Name, p.Type)
 	}
 	if !next.IsZero() {
-		return berth.Errorf(berth.EExhausted, "%s is ready to clean (the next is due after its backoff, at %s)", what, next.Format(time.RFC3339Nano))
+		return berth.Errorf(berth.EExhausted, "no dirty resource of type %q is ready to clean (the next is due after its backoff, at %s)",
+			p.Type, next.Format(time.RFC3339Nano))
 	}
-	return berth.Errorf(berth.EExhausted, "%s to clean", what)
+	return berth.Errorf(berth.EExhausted, "no dirty resource of type %q to clean", p.Type)
 }
 
 func (e *Engine) validateClean(p *CleanClaimParams) (Pool, error) {
@@ -223,11 +226,7 @@ func (e *Engine) CleanEnd(ctx context.Context, p CleanEndParams) (*CleanEndResul
 	res, err := e.store.CleanEnd(ctx, &store.CleanEndParams{ID: p.ID, OK: p.OK, Quarantine: p.Quarantine, Abandon: p.Abandon,
 		Message: p.Message, Output: p.Output, Policy: e.cleanPolicy, Actor: p.Actor, Now: e.clock.Now()})
 	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {
-		r, rerr := e.store.ResourceGet(ctx, res.Lease.Resource)
-		if rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
-			return nil, storeError(rerr)
-		}
-		return &CleanEndResult{Lease: res.Lease, Resource: r, AlreadyEnded: true}, nil
+		return e.cleanEndedBefore(ctx, p, res.Lease)
 	}
 	if err != nil {
 		return nil, e.leaseError(ctx, p.ID, err)
@@ -238,6 +237,30 @@ func (e *Engine) CleanEnd(ctx context.Context, p CleanEndParams) (*CleanEndResul
 	e.published()
 	e.touchResource(res.Lease.Type, res.Resource)
 	return &CleanEndResult{Lease: res.Lease, Resource: res.Resource, Event: res.Event}, nil
+}
+
+// cleanEndedBefore answers an end of cleaning lease l that its janitor
+// had ended already: a retry whose first answer was lost, if it says the
+// same (cleaned, or not), else a conflict that says how it ended.
+func (e *Engine) cleanEndedBefore(ctx context.Context, p CleanEndParams, l *berth.Lease) (*CleanEndResult, error) {
+	evs, err := e.store.EventList(ctx, &store.EventListParams{Resource: l.Resource, Kind: berth.EventJanitor, Desc: true, Limit: 100})
+	if err != nil {
+		return nil, storeError(err)
+	}
+	for _, ev := range evs {
+		if ev.LeaseID != l.ID || ev.Reason == store.ReasonCleaning {
+			continue
+		}
+		if cleaned := ev.Reason == store.ReasonCleaned; cleaned != p.OK {
+			return nil, berth.Errorf(berth.EConflict, "cleaning lease %q was ended already, as %s: %s", l.ID, ev.Reason, ev.Message)
+		}
+		break
+	}
+	r, err := e.store.ResourceGet(ctx, l.Resource)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, storeError(err)
+	}
+	return &CleanEndResult{Lease: l, Resource: r, AlreadyEnded: true}, nil
 }
 
 // AdminParams describe an admin operation on one resource or pool.

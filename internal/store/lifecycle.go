@@ -339,3 +339,12 @@ func CleanEndRefused(l *berth.Lease, expired bool) error {
 	}
 	return ErrLeaseEnded
 }
+
+// WhyRetiring says, for a message, why retiring resource r leaves its
+// pool: the config no longer has it, or an admin retired it.
+func WhyRetiring(r *berth.Resource) string {
+	if r.Source == berth.SourceConfig {
+		return "no longer in the config"
+	}
+	return "retired"
+}

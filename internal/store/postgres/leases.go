@@ -716,7 +716,7 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 			}
 			ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 				Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token,
-				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool (no longer in the config); "+p.Reason, "; ")})
+				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool ("+store.WhyRetiring(r)+"); "+p.Reason, "; ")})
 			return ev.flush(ctx, tx)
 		}
 		ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),

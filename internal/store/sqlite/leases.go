@@ -492,7 +492,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			}
 			return ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 				Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token,
-				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool (no longer in the config); "+p.Reason, "; ")})
+				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool ("+store.WhyRetiring(r)+"); "+p.Reason, "; ")})
 		}
 		if err := ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason}); err != nil {
