@@ -121,6 +121,8 @@ func TestProblems(t *testing.T) {
 			"line 6: pools[0].janitor.maxAttempts: must be between 0 (never quarantine) and 100, not -1",
 			"line 8: pools[0].janitor.maxBackoff: must be between the backoff (1m0s) and 24h0m0s, not 10s",
 			`line 10: pools[0].janitor.onBroken: must be "quarantine" or "clean", not "ignore"`}},
+		{"flow mapping field", "pools:\n  - type: vm\n    janitor: {command: [sh], timeout: 30}\n",
+			[]string{`line 3: pools[0].janitor.timeout: cannot use the number "30" as a duration`}},
 		{"external janitor timeout", "pools:\n  - type: vm\n    janitor: {external: true, timeout: 1m}\n",
 			[]string{"line 3: pools[0].janitor.timeout: applies to a janitor command"}},
 		{"dynamic sizes", "pools:\n  - type: vm\n    resources: [a]\n    dynamic:\n      maxTotal: 2\n      minFree: 3\n      lifespan: 1s\n" +

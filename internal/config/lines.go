@@ -20,6 +20,11 @@ type lineEntry struct {
 	path  string
 	key   string // the mapping key on this line, if any
 	isKey bool
+	// value is the scalar at path, when this entry is one: several
+	// fields of a flow mapping ({command: [x], timeout: 30}) share a
+	// line, and a decoding error names the value, not the field.
+	value  string
+	scalar bool
 }
 
 func indexNodes(root *yaml.Node) *nodeIndex {
@@ -43,14 +48,14 @@ func (idx *nodeIndex) walk(n *yaml.Node, path string) {
 			}
 			idx.byPath[p] = k.Line
 			idx.byLine[k.Line] = append(idx.byLine[k.Line], lineEntry{path: p, key: k.Value, isKey: true})
-			idx.byLine[v.Line] = append(idx.byLine[v.Line], lineEntry{path: p})
+			idx.byLine[v.Line] = append(idx.byLine[v.Line], lineEntry{path: p, value: v.Value, scalar: v.Kind == yaml.ScalarNode})
 			idx.walk(v, p)
 		}
 	case yaml.SequenceNode:
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			idx.byPath[p] = item.Line
-			idx.byLine[item.Line] = append(idx.byLine[item.Line], lineEntry{path: p})
+			idx.byLine[item.Line] = append(idx.byLine[item.Line], lineEntry{path: p, value: item.Value, scalar: item.Kind == yaml.ScalarNode})
 			idx.walk(item, p)
 		}
 	}
@@ -105,13 +110,34 @@ func (idx *nodeIndex) typeProblem(msg string) Problem {
 		if m[3] != "" {
 			what += fmt.Sprintf(" %q", m[3])
 		}
-		return Problem{Path: idx.deepestAt(line), Line: line, Message: fmt.Sprintf("cannot use %s as %s", what, goTypeName(m[4]))}
+		path := idx.deepestAt(line)
+		if m[3] != "" {
+			if p, ok := idx.valueAt(line, m[3]); ok {
+				path = p
+			}
+		}
+		return Problem{Path: path, Line: line, Message: fmt.Sprintf("cannot use %s as %s", what, goTypeName(m[4]))}
 	}
 	if m := lineMsgRe.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return Problem{Path: idx.deepestAt(line), Line: line, Message: m[2]}
 	}
 	return Problem{Message: msg}
+}
+
+// valueAt returns the field on line whose value is the scalar value, if
+// exactly one is.
+func (idx *nodeIndex) valueAt(line int, value string) (string, bool) {
+	found := ""
+	for _, e := range idx.byLine[line] {
+		if e.scalar && e.value == value {
+			if found != "" && found != e.path {
+				return "", false
+			}
+			found = e.path
+		}
+	}
+	return found, found != ""
 }
 
 // deepestAt returns the most specific field on a line: the deepest key if
