@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/berth-ci/berth"
@@ -59,6 +60,12 @@ type Store interface {
 	LeaseRelease(ctx context.Context, p *LeaseReleaseParams) (*LeaseReleaseResult, error)
 	// LeaseListExpired lists active leases whose expiry is at or before Now.
 	LeaseListExpired(ctx context.Context, p *LeaseListExpiredParams) ([]*berth.Lease, error)
+	// LeaseTake leases resources by state, as Boskos clients ask: one
+	// unleased resource of a type in state From, or every one of a list of
+	// names (all or none), each moving to state To under a lease of its
+	// own. A request id holds a place in the queue of (type, From) and is
+	// served only when there are at least as many candidates as its rank.
+	LeaseTake(ctx context.Context, p *LeaseTakeParams) (*LeaseTakeResult, error)
 
 	// RequestGet returns a waiting request with its position at Now.
 	RequestGet(ctx context.Context, p *RequestGetParams) (*berth.Request, error)
@@ -202,7 +209,11 @@ type PoolPolicy struct {
 	// again; so is a resource that moves into the pool or whose user data
 	// or labels change. Probe results made with another spec are dropped.
 	ProbeHash string
-	Resources []ResourceSpec
+	// InitialState is the state a resource new to the pool starts in:
+	// free unless set (a Boskos config may say dirty, to be cleaned
+	// first, or a state of its own janitors').
+	InitialState berth.State
+	Resources    []ResourceSpec
 }
 
 // ResourceSpec is a resource as the config declares it.
@@ -269,6 +280,9 @@ type LeaseAcquireResult struct {
 type LeaseHeartbeatParams struct {
 	ID  string
 	Now time.Time
+	// UserData, if set, is merged into the resource's user data with the
+	// heartbeat: a key with the value "" is deleted.
+	UserData map[string]string
 }
 
 type LeaseHeartbeatResult struct {
@@ -290,6 +304,9 @@ type LeaseReleaseParams struct {
 	// Expired ends the lease as expired rather than released, and only if
 	// it is still past its expiry at Now (a heartbeat may have raced).
 	Expired bool
+	// AnyKind ends a janitor's cleaning lease too, moving its resource to
+	// To: a Boskos janitor releasing it to a state of its own.
+	AnyKind bool
 	Reason  string
 	Actor   string
 	Now     time.Time
@@ -317,6 +334,37 @@ type Handoff struct {
 	RequestID string
 	LeaseID   string
 	Type      string
+}
+
+type LeaseTakeParams struct {
+	// Type, with no Names, takes one resource of the type.
+	Type string
+	// Names takes every one of these resources, or none.
+	Names []string
+	// From is the state taken resources are in; To the one they move to.
+	// A resource moving to cleaning is held under a lease of kind clean.
+	From, To berth.State
+	Owner    string
+	// RequestID, with Type, holds a place in the queue of (Type, From)
+	// until WaitUntil, extended by each call with the same id; a request
+	// is served only when at least its rank (1 + the unexpired requests
+	// ahead of it) resources are there to take. Without one, a call ranks
+	// behind the whole queue. A retry by a request that was served gets
+	// the same lease.
+	RequestID string
+	WaitUntil time.Time
+	LeaseTTL  time.Duration
+	Now       time.Time
+	Actor     string
+}
+
+type LeaseTakeResult struct {
+	// Leases and Resources, in the same order, are what was taken; empty
+	// when nothing was.
+	Leases    []*berth.Lease
+	Resources []*berth.Resource
+	// Rank is the request's rank when nothing was taken.
+	Rank int
 }
 
 type LeaseListExpiredParams struct {
@@ -537,4 +585,19 @@ type ResourceDeleteEndParams struct {
 	Backoff     func(n int) time.Duration
 	Actor       string
 	Now         time.Time
+}
+
+// MergeUserData returns have with update merged in: a key whose new value
+// is "" is deleted, as Boskos merges a holder's user data.
+func MergeUserData(have, update map[string]string) map[string]string {
+	out := make(map[string]string, len(have)+len(update))
+	maps.Copy(out, have)
+	for k, v := range update {
+		if v == "" {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -533,17 +533,24 @@ func (s *Store) RequestShorten(ctx context.Context, p *store.RequestShortenParam
 func (s *Store) RequestPrune(ctx context.Context, t time.Time) (int, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, "DELETE FROM requests WHERE expires_at <= $1", nanos(now(t)))
-	if err != nil {
-		return 0, fmt.Errorf("postgres: prune requests: %w", err)
+	n := 0
+	for _, table := range []string{"requests", "state_requests"} {
+		tag, err := s.pool.Exec(ctx, "DELETE FROM "+table+" WHERE expires_at <= $1", nanos(now(t)))
+		if err != nil {
+			return n, fmt.Errorf("postgres: prune %s: %w", table, err)
+		}
+		n += int(tag.RowsAffected())
 	}
-	return int(tag.RowsAffected()), nil
+	return n, nil
 }
 
 func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParams) (*store.LeaseHeartbeatResult, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
+	if p.UserData != nil {
+		return s.heartbeatWithData(ctx, p, t)
+	}
 	// One statement: extend the lease and read its resource.
 	var (
 		ld leaseDest
@@ -565,6 +572,43 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 		return nil, fmt.Errorf("postgres: heartbeat: resource %s of lease %s: %w", l.Resource, l.ID, store.ErrNotFound)
 	}
 	return nil, store.ErrLeaseEnded
+}
+
+// heartbeatWithData extends the lease and merges p.UserData into its
+// resource's user data, in one transaction: the lease's row, then the
+// resource's, in the order every other writer locks them.
+func (s *Store) heartbeatWithData(ctx context.Context, p *store.LeaseHeartbeatParams, t time.Time) (*store.LeaseHeartbeatResult, error) {
+	res := &store.LeaseHeartbeatResult{}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		l, err := scanLease(tx.QueryRow(ctx, "UPDATE leases SET expires_at = $1 + ttl WHERE id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING "+leaseColumns,
+			nanos(t), p.ID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			if _, err := leaseGet(ctx, tx, p.ID); err != nil {
+				return err
+			}
+			return store.ErrLeaseEnded
+		}
+		if err != nil {
+			return fmt.Errorf("extend lease: %w", err)
+		}
+		r, err := scanResource(tx.QueryRow(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = $1 FOR UPDATE", l.Resource))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
+		}
+		r.UserData = store.MergeUserData(r.UserData, p.UserData)
+		if _, err := tx.Exec(ctx, "UPDATE resources SET user_data = $1 WHERE name = $2", r.UserData, r.Name); err != nil {
+			return fmt.Errorf("update user data of %s: %w", r.Name, err)
+		}
+		res.Lease, res.Resource = l, r
+		return nil
+	})
+	if err != nil {
+		return nil, wrap("heartbeat", err)
+	}
+	return res, nil
 }
 
 // heartbeatSQL extends lease $2, active and not past its expiry at $1, to
@@ -663,12 +707,16 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 		// A lease past its expiry is lost: only the reaper ends it, as
 		// expired, so that the record says what happened.
 		// A cleaning lease ends through CleanEnd, with its outcome.
-		q := "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at > $1 AND kind = 'use' RETURNING " + leaseColumns
+		q := "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at > $1"
 		if p.Expired {
 			status = berth.LeaseExpired
 			// Only if still past its expiry: a heartbeat may have won.
-			q = "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at <= $1 AND kind = 'use' RETURNING " + leaseColumns
+			q = "UPDATE leases SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at <= $1"
 		}
+		if !p.AnyKind {
+			q += " AND kind = 'use'"
+		}
+		q += " RETURNING " + leaseColumns
 		l, err := scanLease(tx.QueryRow(ctx, q, nanos(t), string(status), p.ID))
 		if errors.Is(err, pgx.ErrNoRows) {
 			l, err := leaseGet(ctx, tx, p.ID)

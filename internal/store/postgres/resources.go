@@ -374,7 +374,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 				seen[spec.Name] = true
 				h, ok := existing[spec.Name]
 				if !ok {
-					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
+					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL, state: pool.InitialState})
 					continue
 				}
 				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.source, h.retiring, t, p.Actor)
@@ -436,7 +436,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if !a.freed {
 				res.Added = append(res.Added, a.spec.Name)
 			}
-			if !waiting[a.typ] {
+			if !waiting[a.typ] || a.initial() != berth.StateFree {
 				continue
 			}
 			r, err := resourceGet(ctx, tx, a.spec.Name)
@@ -632,6 +632,15 @@ type newResource struct {
 	ttl  time.Duration
 	// freed: not new, but made free by this sync; it may go to a waiter.
 	freed bool
+	// state is the state a new resource starts in; free if unset.
+	state berth.State
+}
+
+func (r newResource) initial() berth.State {
+	if r.state == "" {
+		return berth.StateFree
+	}
+	return r.state
 }
 
 // insertResources adds resources and their "added" events with one
@@ -645,20 +654,21 @@ func insertResources(ctx context.Context, tx pgx.Tx, rs []newResource, t time.Ti
 		rs = rs[n:]
 		names := make([]string, n)
 		types := make([]string, n)
+		states := make([]string, n)
 		uds := make([]map[string]string, n)
 		labels := make([]map[string]string, n)
 		for i, r := range part {
-			names[i], types[i] = r.spec.Name, r.typ
+			names[i], types[i], states[i] = r.spec.Name, r.typ, string(r.initial())
 			uds[i], labels[i] = nonNil(r.spec.UserData), nonNil(r.spec.Labels)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels, created_at)
-			SELECT n, t, 'free', $3, u, l, $3 FROM unnest($1::text[], $2::text[], $4::jsonb[], $5::jsonb[]) AS x(n, t, u, l)`,
-			names, types, nanos(t), uds, labels); err != nil {
+			SELECT n, t, s, $3, u, l, $3 FROM unnest($1::text[], $2::text[], $4::jsonb[], $5::jsonb[], $6::text[]) AS x(n, t, u, l, s)`,
+			names, types, nanos(t), uds, labels, states); err != nil {
 			return fmt.Errorf("insert resources: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO events (time, resource, type, kind, to_state, reason, actor)
-			SELECT $3, n, t, 'config', 'free', 'added', $4 FROM unnest($1::text[], $2::text[]) AS x(n, t)`,
-			names, types, nanos(t), actor); err != nil {
+			SELECT $3, n, t, 'config', s, 'added', $4 FROM unnest($1::text[], $2::text[], $5::text[]) AS x(n, t, s)`,
+			names, types, nanos(t), actor, states); err != nil {
 			return fmt.Errorf("record added resources: %w", err)
 		}
 	}

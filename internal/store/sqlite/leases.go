@@ -363,12 +363,18 @@ func (s *Store) RequestShorten(ctx context.Context, p *store.RequestShortenParam
 func (s *Store) RequestPrune(ctx context.Context, t time.Time) (int, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *wtx) error {
-		res, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE expires_at <= ?", nanos(now(t)))
-		if err != nil {
-			return err
+		for _, table := range []string{"requests", "state_requests"} {
+			res, err := tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE expires_at <= ?", nanos(now(t)))
+			if err != nil {
+				return err
+			}
+			d, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += d
 		}
-		n, err = res.RowsAffected()
-		return err
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: prune requests: %w", err)
@@ -395,6 +401,12 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 		if err != nil {
 			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
 		}
+		if p.UserData != nil {
+			r.UserData = store.MergeUserData(r.UserData, p.UserData)
+			if _, err := tx.ExecContext(ctx, "UPDATE resources SET user_data = ? WHERE name = ?", mustJSON(r.UserData), r.Name); err != nil {
+				return fmt.Errorf("update user data of %s: %w", r.Name, err)
+			}
+		}
 		res.Lease, res.Resource = l, r
 		return nil
 	})
@@ -416,12 +428,16 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		// A lease past its expiry is lost: only the reaper ends it, as
 		// expired, so that the record says what happened.
 		// A cleaning lease ends through CleanEnd, with its outcome.
-		q := "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at > ?1 AND kind = 'use' RETURNING " + leaseColumns
+		q := "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at > ?1"
 		if p.Expired {
 			status = berth.LeaseExpired
 			// Only if still past its expiry: a heartbeat may have won.
-			q = "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at <= ?1 AND kind = 'use' RETURNING " + leaseColumns
+			q = "UPDATE leases SET ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND ended_at IS NULL AND expires_at <= ?1"
 		}
+		if !p.AnyKind {
+			q += " AND kind = 'use'"
+		}
+		q += " RETURNING " + leaseColumns
 		l, err := scanLease(tx.QueryRowContext(ctx, q, nanos(t), string(status), p.ID))
 		if errors.Is(err, sql.ErrNoRows) {
 			l, err := leaseGet(ctx, tx, p.ID)

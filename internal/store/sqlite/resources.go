@@ -352,7 +352,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 				seen[spec.Name] = true
 				h, ok := existing[spec.Name]
 				if !ok {
-					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL})
+					added = append(added, newResource{spec: spec, typ: pool.Type, ttl: pool.LeaseTTL, state: pool.InitialState})
 					continue
 				}
 				changed, err := syncExisting(ctx, tx, ev, spec, pool.Type, h.typ, h.userData, h.labels, h.source, h.retiring, t, p.Actor)
@@ -425,7 +425,7 @@ func (s *Store) PoolSync(ctx context.Context, p *store.PoolSyncParams) (*store.P
 			if !a.freed {
 				res.Added = append(res.Added, a.spec.Name)
 			}
-			if !waiting[a.typ] {
+			if !waiting[a.typ] || a.initial() != berth.StateFree {
 				continue
 			}
 			r, err := resourceGet(ctx, tx, a.spec.Name)
@@ -630,6 +630,15 @@ type newResource struct {
 	ttl  time.Duration
 	// freed: not new, but made free by this sync; it may go to a waiter.
 	freed bool
+	// state is the state a new resource starts in; free if unset.
+	state berth.State
+}
+
+func (r newResource) initial() berth.State {
+	if r.state == "" {
+		return berth.StateFree
+	}
+	return r.state
 }
 
 // insertResources adds resources and their "added" events a hundred rows
@@ -641,11 +650,11 @@ func insertResources(ctx context.Context, tx *wtx, rs []newResource, t time.Time
 		n := min(chunk, len(rs))
 		part := rs[:n]
 		rs = rs[n:]
-		res := make([]any, 0, n*6)
+		res := make([]any, 0, n*7)
 		evs := make([]any, 0, n*6)
 		for _, r := range part {
-			res = append(res, r.spec.Name, r.typ, nanos(t), mustJSON(r.spec.UserData), mustJSON(r.spec.Labels), nanos(t))
-			evs = append(evs, nanos(t), r.spec.Name, r.typ, string(berth.EventConfig), string(berth.StateFree), actor)
+			res = append(res, r.spec.Name, r.typ, string(r.initial()), nanos(t), mustJSON(r.spec.UserData), mustJSON(r.spec.Labels), nanos(t))
+			evs = append(evs, nanos(t), r.spec.Name, r.typ, string(berth.EventConfig), string(r.initial()), actor)
 		}
 		// Full chunks reuse one prepared statement; the last, shorter one
 		// runs unprepared rather than fill the statement cache.
@@ -655,7 +664,7 @@ func insertResources(ctx context.Context, tx *wtx, rs []newResource, t time.Time
 				return tx.w.conn.ExecContext(context.Background(), q, args...) // never interruptible; see wtx
 			}
 		}
-		q := "INSERT INTO resources (name, type, state, state_changed_at, user_data, labels, created_at) VALUES " + rows("(?, ?, 'free', ?, ?, ?, ?)", n)
+		q := "INSERT INTO resources (name, type, state, state_changed_at, user_data, labels, created_at) VALUES " + rows("(?, ?, ?, ?, ?, ?, ?)", n)
 		if _, err := exec(q, res...); err != nil {
 			return fmt.Errorf("insert resources: %w", err)
 		}

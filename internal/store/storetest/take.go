@@ -1,0 +1,343 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	goSync "sync"
+	"testing"
+	"time"
+
+	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/store"
+)
+
+// The take cases (issue 6): leasing by state as the Boskos-compatible API
+// does, with its rank queue, all-or-nothing takes by name, user data
+// merged by heartbeats, releases to states of a client's own, and pools
+// whose resources start in a state other than free.
+var takeCases = []struct {
+	name string
+	fn   func(t *testing.T, s store.Store)
+}{
+	{"TakeByState", testTakeByState},
+	{"TakeRankQueue", testTakeRankQueue},
+	{"TakeRequestExpires", testTakeRequestExpires},
+	{"TakeRetryGetsSameLease", testTakeRetry},
+	{"TakeNamesAllOrNothing", testTakeNames},
+	{"TakeSkipsUnleasable", testTakeSkipsUnleasable},
+	{"TakeToCleaningIsClean", testTakeToCleaning},
+	{"TakeRacesTake", testTakeRacesTake},
+	{"HeartbeatMergesUserData", testHeartbeatUserData},
+	{"ReleaseAnyKindToOwnState", testReleaseAnyKind},
+	{"InitialState", testInitialState},
+}
+
+func takeP(typ string, from, to berth.State, owner string, now time.Time) *store.LeaseTakeParams {
+	return &store.LeaseTakeParams{Type: typ, From: from, To: to, Owner: owner, LeaseTTL: ttl, Now: now, WaitUntil: now.Add(30 * time.Second), Actor: owner}
+}
+
+func mustTake(t *testing.T, s store.Store, p *store.LeaseTakeParams) *store.LeaseTakeResult {
+	t.Helper()
+	res, err := s.LeaseTake(context.Background(), p)
+	if err != nil {
+		t.Fatalf("LeaseTake(%+v): %v", p, err)
+	}
+	return res
+}
+
+// initialPool is a pool whose new resources start in state.
+func initialPool(typ string, state berth.State, rs ...store.ResourceSpec) store.PoolPolicy {
+	p := pool(typ, rs...)
+	p.Janitor = "external"
+	p.InitialState = state
+	return p
+}
+
+func testTakeByState(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", "toBeChecked", names(2, "r")...))
+	if res := mustTake(t, s, takeP("p", berth.StateFree, berth.StateBusy, "job", at(time.Second))); len(res.Leases) != 0 {
+		t.Fatalf("took %v from free, where nothing is", res.Resources[0].Name)
+	}
+	res := mustTake(t, s, takeP("p", "toBeChecked", "checking", "job", at(time.Second)))
+	if len(res.Leases) != 1 {
+		t.Fatalf("took %d resources, want 1", len(res.Leases))
+	}
+	l, r := res.Leases[0], res.Resources[0]
+	if r.Name != "r1" || r.State != "checking" || r.Owner != "job" || r.LeaseID != l.ID || l.Kind != berth.LeaseUse {
+		t.Fatalf("took %+v under %+v; want r1 (the older) checking under a use lease", r, l)
+	}
+	if got := get(t, s, "r1"); got.State != "checking" || got.LeaseID != l.ID {
+		t.Fatalf("stored r1 = %+v", got)
+	}
+	evs, err := s.EventList(context.Background(), &store.EventListParams{Resource: "r1", Kind: berth.EventLease})
+	if err != nil || len(evs) != 1 || evs[0].From != "toBeChecked" || evs[0].To != "checking" || evs[0].Token != l.Token {
+		t.Fatalf("lease events of r1 = %+v, %v", evs, err)
+	}
+	// Released to a state of the client's own; then taken from it.
+	rel, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: l.ID, To: "checked", Now: at(2 * time.Second)})
+	if err != nil || rel.Resource.State != "checked" || rel.Resource.Owner != "" {
+		t.Fatalf("release to checked: %+v, %v", rel, err)
+	}
+	if res := mustTake(t, s, takeP("p", "checked", berth.StateBusy, "job2", at(3*time.Second))); len(res.Leases) != 1 || res.Resources[0].State != berth.StateBusy {
+		t.Fatalf("take from checked: %+v", res)
+	}
+}
+
+func testTakeRankQueue(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", "ready", names(1, "r")...))
+	// A queue of two: "a" first, then "b". One resource serves "a" only.
+	a := takeP("p", "ready", "held", "ja", at(time.Second))
+	a.RequestID = "req-a"
+	b := takeP("p", "ready", "held", "jb", at(2*time.Second))
+	b.RequestID = "req-b"
+	// r1 is ready: a takes it at once.
+	if res := mustTake(t, s, a); len(res.Leases) != 1 {
+		t.Fatalf("a took nothing: %+v", res)
+	}
+	if res := mustTake(t, s, b); len(res.Leases) != 0 || res.Rank != 1 {
+		t.Fatalf("b: %+v; want nothing taken, rank 1", res)
+	}
+	c := takeP("p", "ready", "held", "jc", at(3*time.Second))
+	c.RequestID = "req-c"
+	if res := mustTake(t, s, c); res.Rank != 2 {
+		t.Fatalf("c: rank %d, want 2", res.Rank)
+	}
+	// Without a request id, a call ranks behind the whole queue.
+	if res := mustTake(t, s, takeP("p", "ready", "held", "jx", at(3*time.Second))); res.Rank != 3 {
+		t.Fatalf("call without id: rank %d, want 3", res.Rank)
+	}
+	// One resource back: c polls first but ranks 2, so it is not served;
+	// b, rank 1, is.
+	sync(t, s, at(4*time.Second), initialPool("p", "ready", names(2, "r")...))
+	c.Now = at(5 * time.Second)
+	if res := mustTake(t, s, c); len(res.Leases) != 0 || res.Rank != 2 {
+		t.Fatalf("c with one candidate: %+v; want rank 2, nothing", res)
+	}
+	b.Now = at(6 * time.Second)
+	res := mustTake(t, s, b)
+	if len(res.Leases) != 1 || res.Resources[0].Name != "r2" {
+		t.Fatalf("b: %+v; want r2", res)
+	}
+	// b left the queue: c is first now.
+	c.Now = at(7 * time.Second)
+	if res := mustTake(t, s, c); res.Rank != 1 {
+		t.Fatalf("c after b was served: rank %d, want 1", res.Rank)
+	}
+}
+
+func testTakeRequestExpires(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", "ready"))
+	a := takeP("p", "ready", "held", "ja", at(time.Second))
+	a.RequestID, a.WaitUntil = "req-a", at(10*time.Second)
+	mustTake(t, s, a)
+	b := takeP("p", "ready", "held", "jb", at(2*time.Second))
+	b.RequestID = "req-b"
+	if res := mustTake(t, s, b); res.Rank != 2 {
+		t.Fatalf("b: rank %d, want 2", res.Rank)
+	}
+	// a stops polling: past its hold, it no longer counts ahead of b.
+	b.Now = at(11 * time.Second)
+	if res := mustTake(t, s, b); res.Rank != 1 {
+		t.Fatalf("b after a expired: rank %d, want 1", res.Rank)
+	}
+	// a comes back: it lost its place and joins behind b.
+	a.Now, a.WaitUntil = at(12*time.Second), at(40*time.Second)
+	if res := mustTake(t, s, a); res.Rank != 2 {
+		t.Fatalf("a back after expiry: rank %d, want 2", res.Rank)
+	}
+	if n, err := s.RequestPrune(context.Background(), at(41*time.Second)); err != nil || n != 2 {
+		t.Fatalf("RequestPrune = %d, %v; want both requests pruned", n, err)
+	}
+}
+
+func testTakeRetry(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", "ready", names(2, "r")...))
+	p := takeP("p", "ready", "held", "job", at(time.Second))
+	p.RequestID = "req"
+	first := mustTake(t, s, p)
+	p.Now = at(2 * time.Second)
+	again := mustTake(t, s, p)
+	if len(first.Leases) != 1 || len(again.Leases) != 1 || again.Leases[0].ID != first.Leases[0].ID {
+		t.Fatalf("retry: %+v, then %+v; want the same lease", first.Leases, again.Leases)
+	}
+	other := *p
+	other.Owner = "someone-else"
+	if _, err := s.LeaseTake(context.Background(), &other); !isField(err, "request_id") {
+		t.Fatalf("take with another owner's request id: %v; want a request_id field error", err)
+	}
+}
+
+func isField(err error, field string) bool {
+	var be *berth.Error
+	return errors.As(err, &be) && be.Field == field
+}
+
+func testTakeNames(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("p", names(3, "r")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "p"})) // r1
+	p := takeP("", berth.StateFree, berth.StateBusy, "job", at(time.Second))
+	p.Names = []string{"r2", l.Resource, "r3"}
+	if res := mustTake(t, s, p); len(res.Leases) != 0 {
+		t.Fatalf("took %d with one of them leased; want none", len(res.Leases))
+	}
+	for _, n := range []string{"r2", "r3"} {
+		if r := get(t, s, n); r.State != berth.StateFree || r.LeaseID != "" {
+			t.Fatalf("%s after a refused take: %+v", n, r)
+		}
+	}
+	p.Names = []string{"r3", "r2"}
+	res := mustTake(t, s, p)
+	if len(res.Leases) != 2 || res.Resources[0].Name != "r3" || res.Resources[1].Name != "r2" || res.Leases[0].ID == res.Leases[1].ID {
+		t.Fatalf("take r3, r2: %+v", res)
+	}
+	p.Names = []string{"nope"}
+	if res := mustTake(t, s, p); len(res.Leases) != 0 {
+		t.Fatalf("took a resource that does not exist: %+v", res)
+	}
+}
+
+func testTakeSkipsUnleasable(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("p", names(2, "r")...))
+	if _, err := s.ResourceDrain(context.Background(), &store.ResourceDrainParams{Name: "r1", Drain: true, Reason: "x", Now: at(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	res := mustTake(t, s, takeP("p", berth.StateFree, "held", "job", at(2*time.Second)))
+	if len(res.Leases) != 1 || res.Resources[0].Name != "r2" {
+		t.Fatalf("take with r1 drained: %+v; want r2", res)
+	}
+	if res := mustTake(t, s, takeP("p", berth.StateFree, "held", "job", at(3*time.Second))); len(res.Leases) != 0 {
+		t.Fatalf("took the drained r1: %+v", res)
+	}
+	p := takeP("", berth.StateFree, "held", "job", at(3*time.Second))
+	p.Names = []string{"r1"}
+	if res := mustTake(t, s, p); len(res.Leases) != 0 {
+		t.Fatalf("took the drained r1 by name: %+v", res)
+	}
+}
+
+func testTakeToCleaning(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", berth.StateDirty, names(1, "r")...))
+	res := mustTake(t, s, takeP("p", berth.StateDirty, berth.StateCleaning, "janitor", at(time.Second)))
+	if len(res.Leases) != 1 || res.Leases[0].Kind != berth.LeaseClean {
+		t.Fatalf("take dirty to cleaning: %+v; want a clean lease", res)
+	}
+	// It ends as any cleaning does.
+	end := cleanEnd(t, s, store.CleanEndParams{ID: res.Leases[0].ID, OK: true, Now: at(2 * time.Second)})
+	if end.Resource.State != berth.StateFree {
+		t.Fatalf("cleaned: %+v", end.Resource)
+	}
+}
+
+func testTakeRacesTake(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", "ready", names(3, "r")...))
+	const n = 8
+	var (
+		wg  goSync.WaitGroup
+		mu  goSync.Mutex
+		got = map[string]int{}
+	)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := takeP("p", "ready", "held", "job", at(time.Second))
+			if i%2 == 0 {
+				p.Type, p.Names = "", []string{"r1", "r2"}
+			}
+			res, err := s.LeaseTake(context.Background(), p)
+			if err != nil {
+				t.Errorf("LeaseTake: %v", err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range res.Resources {
+				got[r.Name]++
+			}
+		}()
+	}
+	wg.Wait()
+	for name, c := range got {
+		if c > 1 {
+			t.Errorf("%s taken %d times", name, c)
+		}
+	}
+}
+
+func testHeartbeatUserData(t *testing.T, s store.Store) {
+	sync(t, s, t0, pool("p", store.ResourceSpec{Name: "r1", UserData: map[string]string{"zone": "a", "keep": "1"}}))
+	l := mustLease(t, acquire(t, s, acq{typ: "p"}))
+	hb, err := s.LeaseHeartbeat(context.Background(), &store.LeaseHeartbeatParams{ID: l.ID, Now: at(time.Second),
+		UserData: map[string]string{"zone": "", "cluster": "c1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"keep": "1", "cluster": "c1"}
+	if !mapsEqual(hb.Resource.UserData, want) || !mapsEqual(get(t, s, "r1").UserData, want) {
+		t.Fatalf("user data after merge: %v (stored %v); want %v", hb.Resource.UserData, get(t, s, "r1").UserData, want)
+	}
+	if !hb.Lease.ExpiresAt.Equal(at(time.Second).Add(ttl)) {
+		t.Fatalf("lease expires %s; want extended", hb.Lease.ExpiresAt)
+	}
+	// A sync keeps what the holder set.
+	sync(t, s, at(2*time.Second), pool("p", store.ResourceSpec{Name: "r1", UserData: map[string]string{"keep": "1"}}))
+	if ud := get(t, s, "r1").UserData; ud["cluster"] != "c1" {
+		t.Fatalf("user data after a sync: %v", ud)
+	}
+	// A lost lease merges nothing.
+	if _, err := s.LeaseHeartbeat(context.Background(), &store.LeaseHeartbeatParams{ID: l.ID, Now: at(time.Hour),
+		UserData: map[string]string{"late": "x"}}); !errors.Is(err, store.ErrLeaseEnded) {
+		t.Fatalf("late heartbeat: %v", err)
+	}
+	if ud := get(t, s, "r1").UserData; ud["late"] != "" {
+		t.Fatalf("a lost lease's heartbeat changed user data: %v", ud)
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func testReleaseAnyKind(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", "toBeDeleted", names(1, "r")...))
+	res := mustTake(t, s, takeP("p", "toBeDeleted", berth.StateCleaning, "cleaner", at(time.Second)))
+	id := res.Leases[0].ID
+	if _, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: id, To: "tombstone", Now: at(2 * time.Second)}); err == nil {
+		t.Fatal("a cleaning lease was released without AnyKind")
+	}
+	rel, err := s.LeaseRelease(context.Background(), &store.LeaseReleaseParams{ID: id, To: "tombstone", AnyKind: true, Now: at(2 * time.Second)})
+	if err != nil || rel.Resource.State != "tombstone" || rel.Lease.Status != berth.LeaseReleased {
+		t.Fatalf("release with AnyKind: %+v, %v", rel, err)
+	}
+}
+
+func testInitialState(t *testing.T, s store.Store) {
+	// A waiter for the pool must not be handed a resource that starts
+	// dirty.
+	sync(t, s, t0, initialPool("p", berth.StateDirty))
+	req := acquire(t, s, acq{typ: "p", requestID: "w", wait: true})
+	if req.Request == nil {
+		t.Fatalf("acquire from an empty pool: %+v", req)
+	}
+	res := sync(t, s, at(time.Second), initialPool("p", berth.StateDirty, names(1, "r")...))
+	if len(res.Handoffs) != 0 {
+		t.Fatalf("handed a dirty resource to a waiter: %+v", res.Handoffs)
+	}
+	if r := get(t, s, "r1"); r.State != berth.StateDirty {
+		t.Fatalf("new resource is %s, want dirty", r.State)
+	}
+	// Cleaned, it goes to the waiter.
+	c := mustClaim(t, s, "p", at(2*time.Second))
+	end := cleanEnd(t, s, store.CleanEndParams{ID: c.Lease.ID, OK: true, Now: at(3 * time.Second)})
+	if end.Handoff == nil || end.Handoff.RequestID != "w" {
+		t.Fatalf("cleaned: handoff %+v; want to w", end.Handoff)
+	}
+}
