@@ -170,6 +170,14 @@ func TestLifecycleBadInput(t *testing.T) {
 		{"quarantine with to", "POST", "/v1/resources/vm-1/quarantine", `{"reason": "x", "to": "free"}`, 400, berth.EInvalid, "to"},
 		{"drain with to", "POST", "/v1/resources/vm-1/drain", `{"reason": "x", "to": "free"}`, 400, berth.EInvalid, "to"},
 		{"cleanings wrong method", "GET", "/v1/cleanings", ``, 405, berth.EMethod, ""},
+		// PostgreSQL cannot store a NUL in text: refused everywhere, so
+		// that neither store answers 5xx for it.
+		{"quarantine NUL reason", "POST", "/v1/resources/vm-1/quarantine", `{"reason": "r\u0000x"}`, 400, berth.EInvalid, "reason"},
+		{"drain pool NUL reason", "POST", "/v1/pools/vm/drain", `{"reason": "r\u0000x"}`, 400, berth.EInvalid, "reason"},
+		{"add NUL user data", "POST", "/v1/resources", `{"name": "vm-9", "type": "vm", "userData": {"k": "a\u0000b"}}`, 400, berth.EInvalid, "userData"},
+		{"add NUL label", "POST", "/v1/resources", `{"name": "vm-9", "type": "vm", "labels": {"k": "a\u0000b"}}`, 400, berth.EInvalid, "labels.k"},
+		{"fail NUL message", "POST", "/v1/cleanings/nope/fail", `{"message": "m\u0000"}`, 400, berth.EInvalid, "message"},
+		{"release NUL reason", "POST", "/v1/leases/nope/release", `{"to": "broken", "reason": "r\u0000x"}`, 400, berth.EInvalid, "reason"},
 	}
 	before := f.snapshot(t)
 	for _, c := range cases {

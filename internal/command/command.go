@@ -246,7 +246,9 @@ func (b *TailBuffer) String() string {
 			tail = tail[1:]
 		}
 	}
-	s := strings.TrimSpace(strings.ToValidUTF8(string(tail), ""))
+	// NUL is dropped too: PostgreSQL refuses it in text, and a janitor
+	// that printed one must still have its outcome recorded.
+	s := strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(string(tail), ""), "\x00", ""))
 	if b.cut && s != "" {
 		s = "…" + s
 	}

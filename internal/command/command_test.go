@@ -35,6 +35,13 @@ func TestTailBuffer(t *testing.T) {
 	if got := b.String(); got != "…b" {
 		t.Fatalf("%q", got)
 	}
+	// A program that prints NUL still has its output kept, less the NUL
+	// (PostgreSQL cannot store it).
+	b = &TailBuffer{Max: 100}
+	_, _ = b.Write([]byte("bin\x00ary\x00"))
+	if got := b.String(); got != "binary" {
+		t.Fatalf("%q", got)
+	}
 }
 
 func TestRunStdinStdoutApart(t *testing.T) {

@@ -319,6 +319,9 @@ func (c *Config) Validate() []Problem {
 				if len(r.UserData[k]) > maxValueBytes {
 					add(rp+".userData."+k, "is longer than %d bytes", maxValueBytes)
 				}
+				if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(r.UserData[k], 0) >= 0 {
+					add(rp+".userData", "contains a NUL byte")
+				}
 			}
 			for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 				if !berth.ValidLabelKey(k) {
@@ -326,6 +329,9 @@ func (c *Config) Validate() []Problem {
 				}
 				if len(r.Labels[k]) > 63 {
 					add(rp+".labels."+k, "is longer than 63 characters")
+				}
+				if strings.IndexByte(r.Labels[k], 0) >= 0 {
+					add(rp+".labels."+k, "contains a NUL byte")
 				}
 			}
 		}

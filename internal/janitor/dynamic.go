@@ -178,8 +178,12 @@ func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error
 		old []*berth.Resource
 	)
 	lifespan := fmt.Sprintf("past its lifespan of %s", d.Lifespan)
+	deleting := 0 // deletions under way or due: room that is coming
 	for _, r := range rs {
 		total++
+		if inFlight[r.Name] || r.State == berth.StateDeleting {
+			deleting++
+		}
 		if r.Source != berth.SourceDynamic || inFlight[r.Name] {
 			continue // not the provisioner's to delete (added by hand, or by a config of old), or being deleted
 		}
@@ -227,9 +231,14 @@ func (p *Provisioner) pass(ctx context.Context, d DynamicPool) (time.Time, error
 	for range start {
 		p.startProvision(ctx, d)
 	}
-	// The old ones go while the pool has more free than it needs, and
-	// as many more as must make room for their replacements.
-	spare := max(ready-demand, 0) + max(min(need, d.Concurrency-making)-max(room, 0), 0)
+	// The old ones go while the pool has more free than it needs: a
+	// replacement is made first, and the old one goes once it is free.
+	// Only a pool with no room to make one, and no room coming (nothing
+	// being made or deleted), deletes an old one first, one at a time.
+	spare := max(ready-demand, 0)
+	if need > 0 && room <= 0 && making == 0 && deleting == 0 {
+		spare = max(spare, 1)
+	}
 	for _, r := range old {
 		if spare <= 0 {
 			break

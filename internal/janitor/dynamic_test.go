@@ -237,3 +237,37 @@ func TestProvisionerMakesBeforeItDeletes(t *testing.T) {
 		t.Fatalf("dyn-2 made at event %d, dyn-1's deletion begun at event %d; want the replacement first", made, deleting)
 	}
 }
+
+// With room to spare (maxTotal > minFree), replacing resources past their
+// lifespan never takes the pool below minFree free: each replacement is
+// free before an old one goes.
+func TestProvisionerReplacesWithoutDippingBelowMinFree(t *testing.T) {
+	lp, dp := kindPool(2, 3, time.Hour)
+	r := newRig(t, lp)
+	r.runProvisioner(dp)
+	r.waitFor("two resources", func() bool { return r.pool("kind").States[berth.StateFree] == 2 })
+	r.clock.Advance(time.Hour)
+	r.waitFor("both old ones to be deleted and two new ones free", func() bool {
+		return len(r.deleted()) == 2 && r.pool("kind").States[berth.StateFree] == 2 && r.pool("kind").Total == 2
+	})
+	// Replay every event: the count of free resources, once it reached
+	// two, never fell below.
+	free, low, reached := 0, 0, false
+	for _, e := range r.events("", "") {
+		if e.To == string(berth.StateFree) && e.From != string(berth.StateFree) {
+			free++
+		}
+		if e.From == string(berth.StateFree) && e.To != string(berth.StateFree) {
+			free--
+		}
+		if free >= 2 && !reached {
+			reached, low = true, free
+		}
+		if reached {
+			low = min(low, free)
+		}
+	}
+	if !reached || low < 2 {
+		t.Fatalf("free resources fell to %d during the replacement (reached 2: %v); want never below minFree 2", low, reached)
+	}
+}

@@ -596,6 +596,9 @@ func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, 
 	if len(p.Reason) > maxReasonLen {
 		return nil, berth.FieldErrorf("reason", "is longer than %d bytes", maxReasonLen)
 	}
+	if err := CheckText("reason", p.Reason); err != nil {
+		return nil, err
+	}
 	res, err := e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
 		ID: p.ID, Reason: p.Reason, Actor: p.Actor, Now: e.clock.Now(),
 		Decide: func(typ string) store.Outcome { return outcome(e.policyFor(typ), p.To) },

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -223,6 +224,11 @@ func (e *Engine) CleanEnd(ctx context.Context, p CleanEndParams) (*CleanEndResul
 	case len(p.Output) > maxOutput:
 		return nil, berth.FieldErrorf("output", "is longer than %d bytes (send its tail)", maxOutput)
 	}
+	if err := CheckText("message", p.Message); err != nil {
+		return nil, err
+	}
+	// Output is what a program printed: kept, less any NUL.
+	p.Output = StripNUL(p.Output)
 	res, err := e.store.CleanEnd(ctx, &store.CleanEndParams{ID: p.ID, OK: p.OK, Quarantine: p.Quarantine, Abandon: p.Abandon,
 		Message: p.Message, Output: p.Output, Policy: e.cleanPolicy, Actor: p.Actor, Now: e.clock.Now()})
 	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {
@@ -304,8 +310,21 @@ func (e *Engine) validateAdmin(p *AdminParams, reasonRequired bool) error {
 	if len(p.Reason) > maxReasonLen {
 		return berth.FieldErrorf("reason", "is longer than %d bytes", maxReasonLen)
 	}
+	return CheckText("reason", p.Reason)
+}
+
+// CheckText refuses text a client sends that contains a NUL byte: no
+// reason or message needs one, and PostgreSQL cannot store it.
+func CheckText(field, s string) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return berth.FieldErrorf(field, "contains a NUL byte")
+	}
 	return nil
 }
+
+// StripNUL drops NUL bytes from what a program printed, so that its
+// outcome is recorded whatever it printed.
+func StripNUL(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
 func (e *Engine) resourceError(name string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
@@ -500,6 +519,9 @@ func ValidateResource(name string, userData, labels map[string]string) error {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return berth.FieldErrorf("userData", "is not valid UTF-8")
 		}
+		if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+			return berth.FieldErrorf("userData", "contains a NUL byte")
+		}
 	}
 	if len(labels) > maxMapKeys {
 		return berth.FieldErrorf("labels", "has more than %d keys", maxMapKeys)
@@ -510,6 +532,9 @@ func ValidateResource(name string, userData, labels map[string]string) error {
 		}
 		if len(v) > maxLabelValue {
 			return berth.FieldErrorf("labels."+k, "is longer than %d characters", maxLabelValue)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return berth.FieldErrorf("labels."+k, "contains a NUL byte")
 		}
 	}
 	return nil
@@ -540,6 +565,7 @@ func (e *Engine) Provisioned(ctx context.Context, typ string, spec store.Resourc
 		return nil, err
 	}
 	pool := e.policyFor(typ)
+	message, output = StripNUL(message), StripNUL(output)
 	res, err := e.store.ResourceAdd(ctx, &store.ResourceAddParams{Type: typ, Spec: spec, Source: berth.SourceDynamic, Message: message, Output: output,
 		HandoffTTL: pool.LeaseTTL, Actor: actor, Now: e.clock.Now()})
 	if err != nil {
@@ -573,7 +599,7 @@ func (e *Engine) DeleteBegin(ctx context.Context, name, reason string, again boo
 // it leaves the pool; failed, it is tried again after a backoff, or
 // quarantined after policy's MaxAttempts failures.
 func (e *Engine) DeleteEnd(ctx context.Context, name string, ok bool, message, output string, policy CleanPolicy, actor string) (*berth.Resource, error) {
-	r, err := e.store.ResourceDeleteEnd(ctx, &store.ResourceDeleteEndParams{Name: name, OK: ok, Message: message, Output: output,
+	r, err := e.store.ResourceDeleteEnd(ctx, &store.ResourceDeleteEndParams{Name: name, OK: ok, Message: StripNUL(message), Output: StripNUL(output),
 		MaxAttempts: policy.MaxAttempts, Backoff: policy.Delay, Actor: actor, Now: e.clock.Now()})
 	if err != nil {
 		return nil, e.resourceError(name, err)
@@ -586,6 +612,7 @@ func (e *Engine) DeleteEnd(ctx context.Context, name string, ok bool, message, o
 // provisioner that failed), stamped with the engine's time.
 func (e *Engine) RecordEvent(ctx context.Context, ev *berth.Event) error {
 	ev.Time = e.clock.Now()
+	ev.Message, ev.Output = StripNUL(ev.Message), StripNUL(ev.Output)
 	if err := e.store.EventRecord(ctx, ev); err != nil {
 		return storeError(err)
 	}
