@@ -31,12 +31,18 @@ test: lint unit ## everything CI checks: formatting, vet, staticcheck, all tests
 # skipped PostgreSQL test fails the run.
 PG_TEST_DEFAULT := postgres://postgres@127.0.0.1:5432/test
 
+# The tests that drive the Boskos-compatible API with the real Boskos Go
+# client: a module of their own, so that the client's many dependencies
+# never become berth's.
+BOSKOS_TESTS := internal/e2e/boskosclient
+
 unit: ## all tests with the race detector (PostgreSQL ones too, see BERTH_TEST_POSTGRES)
 	@if [ -z "$$BERTH_TEST_POSTGRES" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
 		export BERTH_TEST_POSTGRES=$(PG_TEST_DEFAULT); echo "PostgreSQL tests: $$BERTH_TEST_POSTGRES"; \
 	elif [ -n "$$BERTH_TEST_POSTGRES" ]; then echo "PostgreSQL tests: BERTH_TEST_POSTGRES"; \
 	else echo "PostgreSQL tests: SKIPPED (no BERTH_TEST_POSTGRES and nothing on 127.0.0.1:5432); set BERTH_TEST_POSTGRES=postgres://USER@HOST:PORT/DB to run them"; fi; \
 	$(GO) test -race -count=1 ./...
+	cd $(BOSKOS_TESTS) && $(GO) test -race -count=1 ./...
 
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck
 
@@ -46,10 +52,12 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	cd $(BOSKOS_TESTS) && $(GO) vet ./...
 
 staticcheck:
 	@PATH="$$PATH:$$($(GO) env GOPATH)/bin"; command -v staticcheck >/dev/null || $(MAKE) tools
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" staticcheck ./...
+	cd $(BOSKOS_TESTS) && PATH="$$PATH:$$($(GO) env GOPATH)/bin" staticcheck ./...
 
 bench: ## Go benchmarks of the store and the API
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/store/sqlite/ ./internal/api/

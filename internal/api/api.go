@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/boskos"
 	"github.com/berth-ci/berth/internal/buildinfo"
 	"github.com/berth-ci/berth/internal/lease"
 )
@@ -37,6 +38,8 @@ type Options struct {
 	// Leader names the process that runs the background loops, for
 	// /v1/status; nil means this one (a store only it uses).
 	Leader func(ctx context.Context) (string, error)
+	// Boskos, if set, serves the Boskos-compatible endpoints at the root.
+	Boskos *boskos.Server
 }
 
 // Server is the HTTP handler for everything berth serves.
@@ -81,7 +84,20 @@ func New(opts Options) *Server {
 	s.route("/v1/resources/{name}", methods{"GET": s.getResource})
 	s.route("/v1/events", methods{"GET": s.listEvents})
 	s.lifecycleRoutes()
+	if opts.Boskos != nil {
+		opts.Boskos.Register(s.mux)
+	}
+	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, berth.Errorf(berth.ENotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if opts.Boskos != nil {
+			// Boskos answers any other path, "/" included, with 200 and
+			// nothing: its clients and health checks call GET / to learn
+			// that it is up.
+			w.WriteHeader(http.StatusOK)
+			return
+		}
 		s.writeError(w, r, berth.Errorf(berth.ENotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return s

@@ -19,6 +19,7 @@ func (e *env) serveCommand() *cobra.Command {
 	var (
 		o                   server.Options
 		configFile          string
+		boskosFile          string
 		demo                bool
 		logFormat, logLevel string
 	)
@@ -30,7 +31,11 @@ func (e *env) serveCommand() *cobra.Command {
 process. --sqlite-sync=full also makes it survive a power loss, at the cost
 of one fsync per change.
 
-With --demo, berth serves a few demo pools from a throw-away data directory.`,
+With --demo, berth serves a few demo pools from a throw-away data directory.
+
+With --boskos-config, berth also serves the pools of a Boskos resources file
+(alone, or beside --config); the Boskos-compatible endpoints (/acquire,
+/release, /update, …) are always served at the root. See docs/boskos.md.`,
 		Args: argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(e.stderr, logFormat, logLevel)
@@ -54,14 +59,25 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 					defer os.RemoveAll(dir)
 					o.DataDir = dir
 				}
+			case configFile == "" && boskosFile == "":
+				return usageErrorf("serve needs --config FILE or --boskos-config FILE (or --demo for a throw-away instance)")
 			case configFile == "":
-				return usageErrorf("serve needs --config FILE (or --demo for a throw-away instance)")
+				o.Config = config.Default()
 			default:
 				c, err := config.Load(configFile)
 				if err != nil {
 					return &exitError{code: ExitUsage, err: configError(err)}
 				}
 				o.Config = c
+			}
+			if boskosFile != "" {
+				b, err := config.LoadBoskos(boskosFile)
+				if err != nil {
+					return &exitError{code: ExitUsage, err: configError(err)}
+				}
+				if err := o.Config.Merge(b, boskosFile); err != nil {
+					return &exitError{code: ExitUsage, err: configError(err)}
+				}
 			}
 			switch {
 			case o.DataDir != "" && o.Store != "":
@@ -72,6 +88,8 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 				return usageErrorf("--wait-grace must be positive, not %s", o.Grace)
 			case o.StoreTimeout <= 0:
 				return usageErrorf("--store-timeout must be positive, not %s", o.StoreTimeout)
+			case o.BoskosLeaseTTL < time.Second:
+				return usageErrorf("--boskos-lease-ttl must be at least 1s, not %s", o.BoskosLeaseTTL)
 			}
 			if o.DataDir == "" && o.Store == "" {
 				o.DataDir = "berth-data"
@@ -90,6 +108,8 @@ With --demo, berth serves a few demo pools from a throw-away data directory.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML config file with the pools to serve")
+	f.StringVar(&boskosFile, "boskos-config", "", "Boskos resources file whose pools to serve too (see docs/boskos.md)")
+	f.DurationVar(&o.BoskosLeaseTTL, "boskos-lease-ttl", 30*time.Minute, "how long a holder through the Boskos API keeps a resource without an /update")
 	f.BoolVar(&demo, "demo", false, "serve demo pools from a throw-away data directory")
 	f.StringVar(&o.DataDir, "data", "", "directory for the embedded database (default ./berth-data)")
 	f.StringVar(&o.Listen, "listen", server.DefaultListen, "address to serve HTTP on")
@@ -133,13 +153,19 @@ func configError(err error) error {
 }
 
 func (e *env) checkConfigCommand() *cobra.Command {
-	return &cobra.Command{
+	var boskos bool
+	cmd := &cobra.Command{
 		Use:   "check-config FILE",
 		Short: "Validate a config file",
-		Long:  "Validate a config file. Exit 0 if it is valid; otherwise print one line per problem, naming the field and line, and exit 2.",
-		Args:  argsExactly("FILE"),
+		Long: `Validate a config file. Exit 0 if it is valid; otherwise print one line per problem, naming the field and line, and exit 2.
+With --boskos, FILE is a Boskos resources file, checked as Boskos checks it.`,
+		Args: argsExactly("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := config.Load(args[0])
+			load := config.Load
+			if boskos {
+				load = config.LoadBoskos
+			}
+			c, err := load(args[0])
 			var ve *config.ValidationError
 			if errors.As(err, &ve) {
 				for _, l := range ve.Lines() {
@@ -159,6 +185,8 @@ func (e *env) checkConfigCommand() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&boskos, "boskos", false, "FILE is a Boskos resources file")
+	return cmd
 }
 
 // serveGCPercent is the garbage collector's target for berth serve, unless

@@ -50,6 +50,8 @@ type Pool struct {
 	Janitor *Janitor `yaml:"janitor"`
 	// Dynamic, if set, has a provisioner make the pool's resources.
 	Dynamic *Dynamic `yaml:"dynamic"`
+	// boskos is set on a pool loaded from a Boskos resources file.
+	boskos *Boskos
 }
 
 // Resource is one static resource: a plain name, or a mapping with user
@@ -361,6 +363,13 @@ func (c *Config) EnginePools() []lease.Pool {
 	for _, p := range c.Pools {
 		lp := lease.Pool{Type: p.Type, LeaseTTL: p.LeaseTTL}
 		p.lifecyclePolicy(&lp)
+		if b := p.boskos; b != nil {
+			lp.InitialState = b.InitialState
+			if b.MaxCount > 0 {
+				lp.Dynamic = &berth.Dynamic{MaxTotal: b.MaxCount, Lifespan: berth.Duration(b.LifeSpan)}
+				lp.BoskosMinCount = b.MinCount
+			}
+		}
 		if p.Probe != nil {
 			spec := p.Probe.Spec()
 			lp.Probe, lp.RequireConnected, lp.ProbeHash = spec.Kind(), !p.Probe.LeaseUnknown, spec.Hash()

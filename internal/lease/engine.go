@@ -47,7 +47,14 @@ type Pool struct {
 	RequireConnected bool
 	// ProbeHash identifies the probe spec (see store.PoolPolicy).
 	ProbeHash string
-	Resources []store.ResourceSpec
+	// InitialState is the state new resources start in (default free): a
+	// pool from a Boskos config may say dirty, or a state of its own.
+	InitialState berth.State
+	// BoskosMinCount, in a dynamic pool from a Boskos config (whose
+	// resources berth makes on demand, for an outside builder), is how
+	// many resources it keeps at least.
+	BoskosMinCount int
+	Resources      []store.ResourceSpec
 }
 
 const (
@@ -184,7 +191,7 @@ func (e *Engine) SyncPools(ctx context.Context, pools []Pool, actor string) (*st
 		}
 		m[p.Type] = p
 		policies = append(policies, store.PoolPolicy{Type: p.Type, LeaseTTL: p.LeaseTTL, Janitor: p.Janitor, Dynamic: p.Dynamic,
-			Probe: p.Probe, RequireConnected: p.RequireConnected, ProbeHash: p.ProbeHash, Resources: p.Resources})
+			Probe: p.Probe, RequireConnected: p.RequireConnected, ProbeHash: p.ProbeHash, InitialState: p.InitialState, Resources: p.Resources})
 	}
 	res, err := e.store.PoolSync(ctx, &store.PoolSyncParams{Pools: policies, Now: e.clock.Now(), Actor: actor})
 	if err != nil {
@@ -232,7 +239,13 @@ type AcquireParams struct {
 	// acquire return the lease it already got. Generated when waiting
 	// without one.
 	RequestID string
-	Actor     string
+	// Hold, with a RequestID and no Wait, queues the request without
+	// blocking and keeps its place for Hold: a client that polls, as
+	// Boskos clients do, keeps its place with each poll.
+	Hold time.Duration
+	// LeaseTTL, if set, replaces the pool's lease TTL for this lease.
+	LeaseTTL time.Duration
+	Actor    string
 }
 
 // AcquireResult is a lease, or the caller's place in the queue.
@@ -307,6 +320,9 @@ func (e *Engine) validateAcquire(p *AcquireParams) (Pool, error) {
 	if p.Wait < 0 {
 		return Pool{}, berth.FieldErrorf("wait", "must not be negative")
 	}
+	if p.Hold < 0 || p.LeaseTTL < 0 {
+		return Pool{}, berth.FieldErrorf("hold", "must not be negative")
+	}
 	if p.RequestID != "" && !validRequestID(p.RequestID) {
 		return Pool{}, berth.FieldErrorf("requestId", "must be 1 to %d letters, digits, '-', '_', '.' or ':'", maxRequestID)
 	}
@@ -333,13 +349,21 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	}
 	// Only a caller prepared to wait joins the queue. A request id without
 	// a wait just makes the call idempotent: a retry gets the same lease.
-	queue := p.Wait > 0
+	queue := p.Wait > 0 || p.Hold > 0 && p.RequestID != ""
 	if queue && p.RequestID == "" {
 		p.RequestID = berth.NewID()
 	}
 	poll := min(p.Wait, e.maxPoll)
 	now := e.clock.Now()
 	deadline := now.Add(poll)
+	waitUntil := deadline.Add(e.grace)
+	if p.Wait == 0 {
+		waitUntil = now.Add(p.Hold)
+	}
+	leaseTTL := pool.LeaseTTL
+	if p.LeaseTTL > 0 {
+		leaseTTL = p.LeaseTTL
+	}
 	var wake chan struct{}
 	if poll > 0 {
 		// Subscribe before the store call so a handoff between the two is
@@ -349,7 +373,7 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	}
 	sp := &store.LeaseAcquireParams{
 		Type: p.Type, Owner: p.Owner, Priority: p.Priority, Selector: p.Selector, RequestID: p.RequestID,
-		Wait: queue, WaitUntil: deadline.Add(e.grace), LeaseTTL: pool.LeaseTTL, Now: now, Actor: actorOr(p.Actor, p.Owner),
+		Wait: queue, WaitUntil: waitUntil, LeaseTTL: leaseTTL, Now: now, Actor: actorOr(p.Actor, p.Owner),
 	}
 	res, err := e.store.LeaseAcquire(ctx, sp)
 	if err != nil {

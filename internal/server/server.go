@@ -19,6 +19,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/berth-ci/berth/internal/api"
+	"github.com/berth-ci/berth/internal/boskos"
 	"github.com/berth-ci/berth/internal/config"
 	"github.com/berth-ci/berth/internal/janitor"
 	"github.com/berth-ci/berth/internal/lease"
@@ -59,6 +60,9 @@ type Options struct {
 	// OnListening, if set, is called with the bound address once the
 	// server accepts connections.
 	OnListening func(addr net.Addr)
+	// BoskosLeaseTTL is how long a holder through the Boskos API keeps a
+	// resource without an update; default boskos.DefaultLeaseTTL.
+	BoskosLeaseTTL time.Duration
 }
 
 // StartupError is a problem found before serving: bad config, a data
@@ -223,7 +227,8 @@ func Run(ctx context.Context, opts Options) error {
 	// This process's name among the replicas of one store.
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%s", host, ln.Addr())
-	apiOpts := api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion(), Replica: replica}
+	apiOpts := api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion(), Replica: replica,
+		Boskos: boskos.New(boskos.Options{Engine: eng, Logger: log.With("api", "boskos"), LeaseTTL: opts.BoskosLeaseTTL})}
 	lead, _ := st.(store.Leadership)
 	if shared {
 		apiOpts.Leader = lead.Leader
