@@ -125,6 +125,31 @@ func TestVersionAndCheckConfig(t *testing.T) {
 	if out, _, code := cli(t, nil, "check-config", good); code != 0 || !strings.Contains(out, "ok (1 pools, 2 resources)") {
 		t.Fatalf("check-config: %d %q", code, out)
 	}
+	// A Boskos resources file, checked as one.
+	bk := filepath.Join(dir, "resources.yaml")
+	if err := os.WriteFile(bk, []byte("resources:\n- type: vm\n  names: [vm-1]\n- type: c\n  max-count: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, code := cli(t, nil, "check-config", "--boskos", bk); code != 0 || !strings.Contains(out, "ok (2 pools, 1 resources)") {
+		t.Fatalf("check-config --boskos: %d %q", code, out)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("resources:\n- type: vm\n  names: [Bad_1]\n  min-count: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := cli(t, nil, "check-config", "--boskos", bad)
+	if code != ExitUsage || strings.Count(errOut, "\n") != 2 || !strings.Contains(errOut, bad+":3: resources[0].names[0]") {
+		t.Fatalf("check-config --boskos of a bad file: %d %q; want exit 2 and a line per problem", code, errOut)
+	}
+	// serve refuses it in one line, and a clash with --config too.
+	_, errOut, code = cli(t, nil, "serve", "--boskos-config", bad, "--data", t.TempDir())
+	if code != ExitUsage || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "and 1 more problems") {
+		t.Fatalf("serve --boskos-config of a bad file: %d %q", code, errOut)
+	}
+	_, errOut, code = cli(t, nil, "serve", "--config", good, "--boskos-config", bk, "--data", t.TempDir())
+	if code != ExitUsage || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, `"vm" is also a pool of the berth config`) {
+		t.Fatalf("serve with a clash between the configs: %d %q", code, errOut)
+	}
 }
 
 func TestUnreachableBrokerIsInfrastructure(t *testing.T) {

@@ -262,3 +262,14 @@ func (c *Config) Merge(b *Config, boskosFile string) error {
 	c.Pools = append(c.Pools, b.Pools...)
 	return nil
 }
+
+// OnDemand says whether any pool is a dynamic type of a Boskos config,
+// whose resources berth makes on demand and tends.
+func (c *Config) OnDemand() bool {
+	for _, p := range c.Pools {
+		if p.boskos != nil && p.boskos.MaxCount > 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -367,7 +367,7 @@ func (c *Config) EnginePools() []lease.Pool {
 			lp.InitialState = b.InitialState
 			if b.MaxCount > 0 {
 				lp.Dynamic = &berth.Dynamic{MaxTotal: b.MaxCount, Lifespan: berth.Duration(b.LifeSpan)}
-				lp.BoskosMinCount = b.MinCount
+				lp.OnDemand = &lease.OnDemand{MinCount: b.MinCount, MaxCount: b.MaxCount}
 			}
 		}
 		if p.Probe != nil {

@@ -50,11 +50,18 @@ type Pool struct {
 	// InitialState is the state new resources start in (default free): a
 	// pool from a Boskos config may say dirty, or a state of its own.
 	InitialState berth.State
-	// BoskosMinCount, in a dynamic pool from a Boskos config (whose
-	// resources berth makes on demand, for an outside builder), is how
-	// many resources it keeps at least.
-	BoskosMinCount int
-	Resources      []store.ResourceSpec
+	// OnDemand is set on a dynamic type of a Boskos config: berth makes
+	// its resources itself, as records for an outside builder to make
+	// real, when a new request finds none.
+	OnDemand  *OnDemand
+	Resources []store.ResourceSpec
+}
+
+// OnDemand is the sizing of a Boskos dynamic type: a new request that
+// finds nothing available makes a resource while the type has fewer than
+// MaxCount, and the type keeps at least MinCount.
+type OnDemand struct {
+	MinCount, MaxCount int
 }
 
 const (
@@ -378,6 +385,11 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	res, err := e.store.LeaseAcquire(ctx, sp)
 	if err != nil {
 		return nil, storeError(err)
+	}
+	if res.Joined {
+		// The request joined the queue with this call: a pool that
+		// makes its resources on demand makes one.
+		e.onDemandRequest(ctx, pool, p.RequestID)
 	}
 	// A dynamic pool's provisioner answers demand: a lease taken or a
 	// request queued.

@@ -92,6 +92,7 @@ func (e *Engine) Take(ctx context.Context, p TakeParams) (*TakeResult, error) {
 		return nil, berth.FieldErrorf("request_id", "must be 1 to %d letters, digits, '-', '_', '.' or ':'", maxRequestID)
 	}
 	ttl := p.LeaseTTL
+	var pool Pool
 	if len(p.Names) > 0 {
 		if len(p.Names) > MaxTakeNames {
 			return nil, berth.FieldErrorf("names", "lists more than %d resources", MaxTakeNames)
@@ -113,7 +114,8 @@ func (e *Engine) Take(ctx context.Context, p TakeParams) (*TakeResult, error) {
 		if p.Type == "" {
 			return nil, berth.FieldErrorf("type", "is required")
 		}
-		pool, ok := e.pool(p.Type)
+		var ok bool
+		pool, ok = e.pool(p.Type)
 		if !ok {
 			return nil, &berth.Error{Code: berth.EUnknownType, Field: "type", Message: fmt.Sprintf("no pool of type %q", p.Type)}
 		}
@@ -138,6 +140,9 @@ func (e *Engine) Take(ctx context.Context, p TakeParams) (*TakeResult, error) {
 		return nil, storeError(err)
 	}
 	if len(res.Leases) == 0 {
+		if res.Joined {
+			e.onDemandRequest(ctx, pool, p.RequestID)
+		}
 		return &TakeResult{Rank: res.Rank}, berth.Errorf(berth.EExhausted, "no %s resource to take", p.From)
 	}
 	e.published()

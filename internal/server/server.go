@@ -223,6 +223,10 @@ func Run(ctx context.Context, opts Options) error {
 	} else if n > 0 {
 		log.Info("reaped leases that expired while berth was down", "leases", n)
 	}
+	// Dynamic types of a Boskos config keep their min-count.
+	if err := eng.Tend(ctx); err != nil {
+		return &StartupError{Err: err}
+	}
 
 	// This process's name among the replicas of one store.
 	host, _ := os.Hostname()
@@ -335,10 +339,33 @@ func lifecycleLoops(opts Options, eng *lease.Engine, log *slog.Logger, shared bo
 		if len(jp) > 0 {
 			wg.Go(func() { j.Run(ctx) })
 		}
+		if opts.Config.OnDemand() {
+			wg.Go(func() { tendOnDemand(ctx, eng, opts.Clock, log.With("loop", "on-demand")) })
+		}
 		if len(dp) > 0 {
 			wg.Go(func() { p.Run(ctx) })
 		}
 		wg.Wait()
+	}
+}
+
+// tendOnDemand tends the pools that make resources on demand (Boskos
+// dynamic types) every lease.OnDemandInterval until ctx ends.
+func tendOnDemand(ctx context.Context, eng *lease.Engine, clock clockwork.Clock, log *slog.Logger) {
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	t := clock.NewTicker(lease.OnDemandInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+			if err := eng.Tend(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("tending the dynamic Boskos types failed", "err", err)
+			}
+		}
 	}
 }
 

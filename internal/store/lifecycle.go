@@ -186,7 +186,7 @@ func DecideClean(p *CleanEndParams, pol CleanPolicy, r *berth.Resource, l *berth
 
 // AddedEvent is the event of a resource added at runtime.
 func AddedEvent(p *ResourceAddParams, t time.Time) *berth.Event {
-	ev := &berth.Event{Time: t, Resource: p.Spec.Name, Type: p.Type, Kind: berth.EventAdmin, To: string(berth.StateFree),
+	ev := &berth.Event{Time: t, Resource: p.Spec.Name, Type: p.Type, Kind: berth.EventAdmin, To: string(p.Initial()),
 		Reason: ReasonAdded, Actor: p.Actor, Message: p.Message, Output: Tail(p.Output, MaxOutput)}
 	if p.Source == berth.SourceDynamic {
 		ev.Kind, ev.Reason = berth.EventProvision, ReasonProvisioned

@@ -126,6 +126,13 @@ type Store interface {
 	// after a backoff, or is quarantined after MaxAttempts failures.
 	ResourceDeleteEnd(ctx context.Context, p *ResourceDeleteEndParams) (*berth.Resource, error)
 
+	// ResourceSetState moves a resource that no lease holds from state From
+	// to To, or removes it when To is "" (a Boskos dynamic type's tended
+	// resources: expired ones to toBeDeleted, tombstones away). It
+	// returns ErrStateChanged, changing nothing, if the resource is
+	// leased or not in From. To is never free: nobody is handed it.
+	ResourceSetState(ctx context.Context, p *ResourceSetStateParams) (*berth.Resource, error)
+
 	// Check verifies the store's invariants (one active lease per resource
 	// at most, leased states backed by an active lease, and so on) and
 	// returns an error describing every violation it finds.
@@ -275,6 +282,9 @@ type LeaseAcquireResult struct {
 	Lease    *berth.Lease
 	Resource *berth.Resource
 	Request  *berth.Request
+	// Joined says the request joined the queue with this call (it was
+	// new, or had expired).
+	Joined bool
 }
 
 type LeaseHeartbeatParams struct {
@@ -363,8 +373,11 @@ type LeaseTakeResult struct {
 	// when nothing was.
 	Leases    []*berth.Lease
 	Resources []*berth.Resource
-	// Rank is the request's rank when nothing was taken.
-	Rank int
+	// Rank is the request's rank when nothing was taken; Joined says the
+	// request joined the queue with this call (it was new, or had
+	// expired).
+	Rank   int
+	Joined bool
 }
 
 type LeaseListExpiredParams struct {
@@ -497,12 +510,30 @@ type ResourceAddParams struct {
 	Type string
 	Spec ResourceSpec
 	// Source is berth.SourceAPI or berth.SourceDynamic.
-	Source     string
+	Source string
+	// State is the state the resource starts in: free unless set (a
+	// Boskos dynamic type's resources start in its initial state).
+	State berth.State
+	// MaxTotal, if set, adds the resource only while the pool has fewer
+	// resources than that; else the add fails with ErrPoolFull.
+	MaxTotal   int
 	Message    string
 	Output     string
 	HandoffTTL time.Duration
 	Actor      string
 	Now        time.Time
+}
+
+// ErrPoolFull is returned by ResourceAdd when the pool already has
+// MaxTotal resources.
+var ErrPoolFull = errors.New("the pool has as many resources as it may")
+
+// Initial is the state p's resource starts in.
+func (p *ResourceAddParams) Initial() berth.State {
+	if p.State == "" {
+		return berth.StateFree
+	}
+	return p.State
 }
 
 // ResourceChangeResult is a resource after an admin operation.
@@ -563,6 +594,20 @@ type PoolDrainResult struct {
 	Handoffs  []Handoff
 	Unchanged bool
 }
+
+type ResourceSetStateParams struct {
+	Name     string
+	From, To berth.State
+	// Reason and Message are the event's; Message is also the resource's
+	// state reason.
+	Reason, Message string
+	Actor           string
+	Now             time.Time
+}
+
+// ErrStateChanged is returned by ResourceSetState when the resource is
+// not unleased in the state the caller saw.
+var ErrStateChanged = errors.New("the resource is leased or in another state")
 
 type ResourceDeleteBeginParams struct {
 	Name   string

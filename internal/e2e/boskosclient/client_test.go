@@ -61,7 +61,7 @@ func (s *server) Log() string {
 
 // serve starts berth with the Boskos resources file testdata/resources.yaml
 // and returns once it listens.
-func serve(t *testing.T, args ...string) *server {
+func serve(t testing.TB, args ...string) *server {
 	t.Helper()
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data", t.TempDir(),
 		"--boskos-config", "testdata/resources.yaml"}, args...)
@@ -108,7 +108,7 @@ func serve(t *testing.T, args ...string) *server {
 	return s
 }
 
-func newClient(t *testing.T, s *server, owner string) *client.Client {
+func newClient(t testing.TB, s *server, owner string) *client.Client {
 	t.Helper()
 	c, err := client.NewClient(owner, s.URL, "", "")
 	if err != nil {
@@ -139,7 +139,7 @@ func resource(t *testing.T, s *server, name string) (state, owner string, userDa
 }
 
 // waiters reads how many requests wait for a pool, through berth's API.
-func waiters(t *testing.T, s *server, typ string) int {
+func waiters(t testing.TB, s *server, typ string) int {
 	t.Helper()
 	resp, err := http.Get(s.URL + "/v1/pools/" + typ)
 	if err != nil {
@@ -155,7 +155,7 @@ func waiters(t *testing.T, s *server, typ string) int {
 
 // eventually polls cond until it holds or 30 s pass: a wait on a
 // condition, not a sleep.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
@@ -426,5 +426,34 @@ func TestMetric(t *testing.T) {
 	}
 	if _, err := c.Metric("no-such-type"); err == nil {
 		t.Fatal("metric of an unknown type succeeded")
+	}
+}
+
+func TestDynamicTypes(t *testing.T) {
+	s := serve(t)
+	// warm keeps its min-count from the start, in its initial state.
+	m, err := newClient(t, s, "job").Metric("warm")
+	if err != nil || m.Current["dirty"] != 1 || len(m.Current) != 1 {
+		t.Fatalf("metric of warm: %+v, %v; want one dirty resource", m, err)
+	}
+	// on-demand has none: a waiter's first poll makes one (it starts
+	// free, so it is handed to that waiter), and its next poll gets it.
+	c := newClient(t, s, "job")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := c.AcquireWait(ctx, "on-demand", common.Free, common.Busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.Name, "on-demand-") || r.Owner != "job" || r.ExpirationDate == nil ||
+		r.ExpirationDate.Sub(r.LastUpdate) < 47*time.Hour || r.ExpirationDate.Sub(r.LastUpdate) > 49*time.Hour {
+		t.Fatalf("acquired %+v (expires %v); want a made resource expiring in 48h", r, r.ExpirationDate)
+	}
+	// max-count 1: nothing more is made.
+	if _, err := newClient(t, s, "other").AcquireWithPriority("on-demand", common.Free, common.Busy, "other-request"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("acquire past max-count: %v; want ErrNotFound", err)
+	}
+	if m, err := c.Metric("on-demand"); err != nil || m.Current["busy"] != 1 || len(m.Current) != 1 {
+		t.Fatalf("metric of on-demand: %+v, %v; want the one busy resource", m, err)
 	}
 }

@@ -205,11 +205,11 @@ func (s *Store) leaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		if done, err := take(); done || err != nil {
 			return err
 		}
-		req, err := enqueue(ctx, tx, p, t)
+		req, joined, err := enqueue(ctx, tx, p, t)
 		if err != nil {
 			return err
 		}
-		res.Request = req
+		res.Request, res.Joined = req, joined
 		return nil
 	})
 	if err != nil {
@@ -415,9 +415,9 @@ func recordLease(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, 
 	}, nil
 }
 
-func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time.Time) (*berth.Request, error) {
+func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time.Time) (req *berth.Request, joined bool, err error) {
 	if p.RequestID == "" {
-		return nil, errors.New("a waiting acquire needs a request id")
+		return nil, false, errors.New("a waiting acquire needs a request id")
 	}
 	var (
 		seq          int64
@@ -425,32 +425,33 @@ func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time
 		exp, created int64
 		prio         int
 	)
-	err := tx.QueryRow(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = $1", p.RequestID).
+	err = tx.QueryRow(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = $1", p.RequestID).
 		Scan(&seq, &typ, &owner, &prio, &created, &exp)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
-		return nil, fmt.Errorf("find request: %w", err)
+		return nil, false, fmt.Errorf("find request: %w", err)
 	case typ != p.Type:
-		return nil, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
+		return nil, false, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
 	case owner != p.Owner:
-		return nil, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+		return nil, false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
 	case exp > nanos(t):
 		// Still in the queue: keep the place, extend the hold on it.
 		if nanos(p.WaitUntil) > exp {
 			exp = nanos(p.WaitUntil)
 			if _, err := tx.Exec(ctx, "UPDATE requests SET expires_at = $1 WHERE seq = $2", exp, seq); err != nil {
-				return nil, fmt.Errorf("extend request: %w", err)
+				return nil, false, fmt.Errorf("extend request: %w", err)
 			}
 		}
-		return requestWithPosition(ctx, tx, &berth.Request{
+		req, err = requestWithPosition(ctx, tx, &berth.Request{
 			ID: p.RequestID, Type: typ, Owner: p.Owner, Priority: prio, Selector: p.Selector,
 			CreatedAt: fromNanos(created), ExpiresAt: fromNanos(exp),
 		}, seq, t)
+		return req, false, err
 	default:
 		// It expired: it lost its place and joins at the back.
 		if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE seq = $1", seq); err != nil {
-			return nil, fmt.Errorf("drop expired request: %w", err)
+			return nil, false, fmt.Errorf("drop expired request: %w", err)
 		}
 	}
 	sel := map[string]string(p.Selector)
@@ -460,12 +461,13 @@ func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time
 	err = tx.QueryRow(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`, p.RequestID, p.Type, p.Owner, p.Priority, sel, nanos(t), nanos(p.WaitUntil)).Scan(&seq)
 	if err != nil {
-		return nil, fmt.Errorf("queue request: %w", err)
+		return nil, false, fmt.Errorf("queue request: %w", err)
 	}
-	return requestWithPosition(ctx, tx, &berth.Request{
+	req, err = requestWithPosition(ctx, tx, &berth.Request{
 		ID: p.RequestID, Type: p.Type, Owner: p.Owner, Priority: p.Priority, Selector: p.Selector,
 		CreatedAt: t, ExpiresAt: p.WaitUntil,
 	}, seq, t)
+	return req, true, err
 }
 
 func requestWithPosition(ctx context.Context, q querier, r *berth.Request, seq int64, t time.Time) (*berth.Request, error) {

@@ -277,6 +277,9 @@ func nullNanos(t time.Time) int64 {
 
 // ResourceAdd adds a free resource at runtime and hands it to the first
 // waiter it suits.
+// addLock serializes the adds to one pool that are bounded by MaxTotal.
+const addLock = "SELECT pg_advisory_xact_lock(hashtextextended('berth-add:' || current_schema() || ':' || $1, 0))"
+
 func (s *Store) ResourceAdd(ctx context.Context, p *store.ResourceAddParams) (*store.ResourceChangeResult, error) {
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
@@ -294,10 +297,24 @@ func (s *Store) ResourceAdd(ctx context.Context, p *store.ResourceAddParams) (*s
 		if !exists {
 			return store.UnknownPoolError(p.Type)
 		}
+		if p.MaxTotal > 0 {
+			// Adds that count the pool's resources take turns, across
+			// replicas, so that two never both take the last place.
+			if _, err := tx.Exec(ctx, addLock, p.Type); err != nil {
+				return fmt.Errorf("lock adds to %s: %w", p.Type, err)
+			}
+			var n int
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM resources WHERE type = $1", p.Type).Scan(&n); err != nil {
+				return fmt.Errorf("count resources: %w", err)
+			}
+			if n >= p.MaxTotal {
+				return store.ErrPoolFull
+			}
+		}
 		r, err := scanResource(tx.QueryRow(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels, created_at, source, health_ok)
-			VALUES ($1, $2, 'free', $3, $4, $5, $3, $6, NOT coalesce((SELECT require_connected FROM pools WHERE type = $2), false))
+			VALUES ($1, $2, $7, $3, $4, $5, $3, $6, NOT coalesce((SELECT require_connected FROM pools WHERE type = $2), false))
 			ON CONFLICT (name) DO NOTHING RETURNING `+resourceColumns,
-			p.Spec.Name, p.Type, nanos(t), nonNil(p.Spec.UserData), nonNil(p.Spec.Labels), p.Source))
+			p.Spec.Name, p.Type, nanos(t), nonNil(p.Spec.UserData), nonNil(p.Spec.Labels), p.Source, string(p.Initial())))
 		if errors.Is(err, pgx.ErrNoRows) {
 			var have string
 			if err := tx.QueryRow(ctx, "SELECT type FROM resources WHERE name = $1", p.Spec.Name).Scan(&have); err != nil {
@@ -311,6 +328,9 @@ func (s *Store) ResourceAdd(ctx context.Context, p *store.ResourceAddParams) (*s
 		ev := &events{}
 		ev.add(store.AddedEvent(p, t))
 		res.Resource = r
+		if r.State != berth.StateFree {
+			return ev.flush(ctx, tx)
+		}
 		h, err := handoff(ctx, tx, ev, r, t, p.HandoffTTL, p.Actor)
 		if err != nil {
 			return err

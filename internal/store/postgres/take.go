@@ -73,7 +73,7 @@ func takeOne(ctx context.Context, tx pgx.Tx, ev *events, p *store.LeaseTakeParam
 			res.Leases, res.Resources = []*berth.Lease{l}, []*berth.Resource{r}
 			return nil
 		}
-		if seq, err = stateRequest(ctx, tx, p, t); err != nil {
+		if seq, res.Joined, err = stateRequest(ctx, tx, p, t); err != nil {
 			return err
 		}
 	}
@@ -117,41 +117,40 @@ func takeOne(ctx context.Context, tx pgx.Tx, ev *events, p *store.LeaseTakeParam
 }
 
 // stateRequest puts p's request in its queue, or keeps its place and
-// extends its hold, and returns its sequence number. The caller holds the
-// queue's lock.
-func stateRequest(ctx context.Context, tx pgx.Tx, p *store.LeaseTakeParams, t time.Time) (int64, error) {
+// extends its hold, and returns its sequence number; joined says it was
+// put in the queue now. The caller holds the queue's lock.
+func stateRequest(ctx context.Context, tx pgx.Tx, p *store.LeaseTakeParams, t time.Time) (seq int64, joined bool, err error) {
 	var (
-		seq               int64
 		typ, state, owner string
 		exp               int64
 	)
-	err := tx.QueryRow(ctx, "SELECT seq, type, state, owner, expires_at FROM state_requests WHERE id = $1 FOR UPDATE", p.RequestID).
+	err = tx.QueryRow(ctx, "SELECT seq, type, state, owner, expires_at FROM state_requests WHERE id = $1 FOR UPDATE", p.RequestID).
 		Scan(&seq, &typ, &state, &owner, &exp)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
-		return 0, fmt.Errorf("find request: %w", err)
+		return 0, false, fmt.Errorf("find request: %w", err)
 	case typ != p.Type || state != string(p.From) || owner != p.Owner:
-		return 0, berth.FieldErrorf("request_id", "request %q was made by another owner or for another type or state", p.RequestID)
+		return 0, false, berth.FieldErrorf("request_id", "request %q was made by another owner or for another type or state", p.RequestID)
 	case exp <= nanos(t):
 		// It expired: it lost its place and joins at the back.
 		if _, err := tx.Exec(ctx, "DELETE FROM state_requests WHERE seq = $1", seq); err != nil {
-			return 0, fmt.Errorf("drop expired request: %w", err)
+			return 0, false, fmt.Errorf("drop expired request: %w", err)
 		}
 	default:
 		if nanos(p.WaitUntil) > exp {
 			if _, err := tx.Exec(ctx, "UPDATE state_requests SET expires_at = $1 WHERE seq = $2", nanos(p.WaitUntil), seq); err != nil {
-				return 0, fmt.Errorf("extend request: %w", err)
+				return 0, false, fmt.Errorf("extend request: %w", err)
 			}
 		}
-		return seq, nil
+		return seq, false, nil
 	}
 	err = tx.QueryRow(ctx, `INSERT INTO state_requests (id, type, state, owner, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)
 		RETURNING seq`, p.RequestID, p.Type, string(p.From), p.Owner, nanos(t), nanos(p.WaitUntil)).Scan(&seq)
 	if err != nil {
-		return 0, fmt.Errorf("queue request: %w", err)
+		return 0, false, fmt.Errorf("queue request: %w", err)
 	}
-	return seq, nil
+	return seq, true, nil
 }
 
 func takeNames(ctx context.Context, tx pgx.Tx, ev *events, p *store.LeaseTakeParams, t time.Time, res *store.LeaseTakeResult) error {
@@ -218,4 +217,44 @@ func take(ctx context.Context, tx pgx.Tx, ev *events, p *store.LeaseTakeParams, 
 	res.Leases = append(res.Leases, l)
 	res.Resources = append(res.Resources, r)
 	return nil
+}
+
+func (s *Store) ResourceSetState(ctx context.Context, p *store.ResourceSetStateParams) (*berth.Resource, error) {
+	ctx, cancel := s.bound(ctx, opTimeout)
+	defer cancel()
+	t := now(p.Now)
+	var out *berth.Resource
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		out = nil
+		r, err := scanResource(tx.QueryRow(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = $1 FOR UPDATE", p.Name))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p.Name, err)
+		}
+		if r.LeaseID != "" || r.State != p.From {
+			return store.ErrStateChanged
+		}
+		ev := &events{}
+		ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventProvision, From: string(r.State), To: string(p.To),
+			Reason: p.Reason, Actor: p.Actor, Message: p.Message})
+		if p.To == "" {
+			if _, err := tx.Exec(ctx, "DELETE FROM resources WHERE name = $1", r.Name); err != nil {
+				return fmt.Errorf("remove %s: %w", r.Name, err)
+			}
+			return ev.flush(ctx, tx)
+		}
+		out, err = scanResource(tx.QueryRow(ctx, `UPDATE resources SET state = $1, state_reason = $2, state_changed_at = $3,
+				clean_attempts = 0, next_clean_at = 0, deep_clean = false
+			WHERE name = $4 RETURNING `+resourceColumns, string(p.To), p.Message, nanos(t), r.Name))
+		if err != nil {
+			return fmt.Errorf("move %s to %s: %w", r.Name, p.To, err)
+		}
+		return ev.flush(ctx, tx)
+	})
+	if err != nil {
+		return nil, wrap("set state", err)
+	}
+	return out, nil
 }

@@ -128,11 +128,11 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 		if !p.Wait {
 			return nil
 		}
-		req, err := enqueue(ctx, tx, p, t)
+		req, joined, err := enqueue(ctx, tx, p, t)
 		if err != nil {
 			return err
 		}
-		res.Request = req
+		res.Request, res.Joined = req, joined
 		return nil
 	})
 	if err != nil {
@@ -231,9 +231,9 @@ func recordLease(ctx context.Context, tx *wtx, r *berth.Resource, from berth.Sta
 	}, nil
 }
 
-func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.Time) (*berth.Request, error) {
+func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.Time) (req *berth.Request, joined bool, err error) {
 	if p.RequestID == "" {
-		return nil, errors.New("a waiting acquire needs a request id")
+		return nil, false, errors.New("a waiting acquire needs a request id")
 	}
 	var (
 		seq          int64
@@ -242,37 +242,38 @@ func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.T
 		prio         int
 	)
 	var owner string
-	err := tx.QueryRowContext(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = ?", p.RequestID).
+	err = tx.QueryRowContext(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = ?", p.RequestID).
 		Scan(&seq, &typ, &owner, &prio, &created, &exp)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
-		return nil, fmt.Errorf("find request: %w", err)
+		return nil, false, fmt.Errorf("find request: %w", err)
 	case typ != p.Type:
-		return nil, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
+		return nil, false, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
 	case owner != p.Owner:
-		return nil, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+		return nil, false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
 	case exp > nanos(t):
 		// Still in the queue: keep the place, extend the hold on it.
 		if nanos(p.WaitUntil) > exp {
 			exp = nanos(p.WaitUntil)
 			if _, err := tx.ExecContext(ctx, "UPDATE requests SET expires_at = ? WHERE seq = ?", exp, seq); err != nil {
-				return nil, fmt.Errorf("extend request: %w", err)
+				return nil, false, fmt.Errorf("extend request: %w", err)
 			}
 		}
-		return requestWithPosition(ctx, tx, &berth.Request{
+		req, err = requestWithPosition(ctx, tx, &berth.Request{
 			ID: p.RequestID, Type: typ, Owner: p.Owner, Priority: prio, Selector: p.Selector,
 			CreatedAt: fromNanos(created), ExpiresAt: fromNanos(exp),
 		}, seq, t)
+		return req, false, err
 	default:
 		// It expired: it lost its place and joins at the back.
 		if _, err := tx.ExecContext(ctx, "DELETE FROM requests WHERE seq = ?", seq); err != nil {
-			return nil, fmt.Errorf("drop expired request: %w", err)
+			return nil, false, fmt.Errorf("drop expired request: %w", err)
 		}
 	}
 	sel, err := json.Marshal(p.Selector)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if p.Selector == nil {
 		sel = []byte("{}")
@@ -280,16 +281,17 @@ func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.T
 	res, err := tx.ExecContext(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, p.RequestID, p.Type, p.Owner, p.Priority, string(sel), nanos(t), nanos(p.WaitUntil))
 	if err != nil {
-		return nil, fmt.Errorf("queue request: %w", err)
+		return nil, false, fmt.Errorf("queue request: %w", err)
 	}
 	seq, err = res.LastInsertId()
 	if err != nil {
-		return nil, fmt.Errorf("queue request: %w", err)
+		return nil, false, fmt.Errorf("queue request: %w", err)
 	}
-	return requestWithPosition(ctx, tx, &berth.Request{
+	req, err = requestWithPosition(ctx, tx, &berth.Request{
 		ID: p.RequestID, Type: p.Type, Owner: p.Owner, Priority: p.Priority, Selector: p.Selector,
 		CreatedAt: t, ExpiresAt: p.WaitUntil,
 	}, seq, t)
+	return req, true, err
 }
 
 func requestWithPosition(ctx context.Context, q querier, r *berth.Request, seq int64, t time.Time) (*berth.Request, error) {

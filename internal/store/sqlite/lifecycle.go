@@ -230,8 +230,17 @@ func (s *Store) ResourceAdd(ctx context.Context, p *store.ResourceAddParams) (*s
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("read resource: %w", err)
 		}
+		if p.MaxTotal > 0 {
+			var n int
+			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM resources WHERE type = ?", p.Type).Scan(&n); err != nil {
+				return fmt.Errorf("count resources: %w", err)
+			}
+			if n >= p.MaxTotal {
+				return store.ErrPoolFull
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO resources (name, type, state, state_changed_at, user_data, labels, created_at, source)
-			VALUES (?, ?, 'free', ?, ?, ?, ?, ?)`, p.Spec.Name, p.Type, nanos(t), mustJSON(p.Spec.UserData), mustJSON(p.Spec.Labels), nanos(t), p.Source); err != nil {
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, p.Spec.Name, p.Type, string(p.Initial()), nanos(t), mustJSON(p.Spec.UserData), mustJSON(p.Spec.Labels), nanos(t), p.Source); err != nil {
 			return fmt.Errorf("insert resource: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, "UPDATE resources SET health_ok = "+healthOKExpr+" WHERE name = ?", p.Spec.Name); err != nil {
@@ -244,11 +253,14 @@ func (s *Store) ResourceAdd(ctx context.Context, p *store.ResourceAddParams) (*s
 		if err != nil {
 			return err
 		}
+		res.Resource = r
+		if r.State != berth.StateFree {
+			return nil
+		}
 		h, err := handoff(ctx, tx, r, t, p.HandoffTTL, p.Actor)
 		if err != nil {
 			return err
 		}
-		res.Resource = r
 		if h != nil {
 			res.Handoffs = append(res.Handoffs, *h)
 		}

@@ -69,7 +69,7 @@ func takeOne(ctx context.Context, tx *wtx, p *store.LeaseTakeParams, t time.Time
 			res.Leases, res.Resources = []*berth.Lease{l}, []*berth.Resource{r}
 			return nil
 		}
-		if seq, err = stateRequest(ctx, tx, p, t); err != nil {
+		if seq, res.Joined, err = stateRequest(ctx, tx, p, t); err != nil {
 			return err
 		}
 	}
@@ -115,45 +115,41 @@ func takeOne(ctx context.Context, tx *wtx, p *store.LeaseTakeParams, t time.Time
 }
 
 // stateRequest puts p's request in its queue, or keeps its place and
-// extends its hold, and returns its sequence number.
-func stateRequest(ctx context.Context, tx *wtx, p *store.LeaseTakeParams, t time.Time) (int64, error) {
+// extends its hold, and returns its sequence number; joined says it was
+// put in the queue now.
+func stateRequest(ctx context.Context, tx *wtx, p *store.LeaseTakeParams, t time.Time) (seq int64, joined bool, err error) {
 	var (
-		seq         int64
-		typ, state  string
-		owner       string
-		exp         int64
-		placeExists = true
+		typ, state, owner string
+		exp               int64
 	)
-	err := tx.QueryRowContext(ctx, "SELECT seq, type, state, owner, expires_at FROM state_requests WHERE id = ?", p.RequestID).
+	err = tx.QueryRowContext(ctx, "SELECT seq, type, state, owner, expires_at FROM state_requests WHERE id = ?", p.RequestID).
 		Scan(&seq, &typ, &state, &owner, &exp)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		placeExists = false
 	case err != nil:
-		return 0, fmt.Errorf("find request: %w", err)
+		return 0, false, fmt.Errorf("find request: %w", err)
 	case typ != p.Type || state != string(p.From) || owner != p.Owner:
-		return 0, berth.FieldErrorf("request_id", "request %q was made by another owner or for another type or state", p.RequestID)
+		return 0, false, berth.FieldErrorf("request_id", "request %q was made by another owner or for another type or state", p.RequestID)
 	case exp <= nanos(t):
 		// It expired: it lost its place and joins at the back.
 		if _, err := tx.ExecContext(ctx, "DELETE FROM state_requests WHERE seq = ?", seq); err != nil {
-			return 0, fmt.Errorf("drop expired request: %w", err)
+			return 0, false, fmt.Errorf("drop expired request: %w", err)
 		}
-		placeExists = false
-	}
-	if placeExists {
+	default:
 		if nanos(p.WaitUntil) > exp {
 			if _, err := tx.ExecContext(ctx, "UPDATE state_requests SET expires_at = ? WHERE seq = ?", nanos(p.WaitUntil), seq); err != nil {
-				return 0, fmt.Errorf("extend request: %w", err)
+				return 0, false, fmt.Errorf("extend request: %w", err)
 			}
 		}
-		return seq, nil
+		return seq, false, nil
 	}
 	r, err := tx.ExecContext(ctx, "INSERT INTO state_requests (id, type, state, owner, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
 		p.RequestID, p.Type, string(p.From), p.Owner, nanos(t), nanos(p.WaitUntil))
 	if err != nil {
-		return 0, fmt.Errorf("queue request: %w", err)
+		return 0, false, fmt.Errorf("queue request: %w", err)
 	}
-	return r.LastInsertId()
+	seq, err = r.LastInsertId()
+	return seq, true, err
 }
 
 func takeNames(ctx context.Context, tx *wtx, p *store.LeaseTakeParams, t time.Time, res *store.LeaseTakeResult) error {
@@ -220,4 +216,38 @@ func take(ctx context.Context, tx *wtx, p *store.LeaseTakeParams, name string, t
 	res.Leases = append(res.Leases, l)
 	res.Resources = append(res.Resources, r)
 	return nil
+}
+
+func (s *Store) ResourceSetState(ctx context.Context, p *store.ResourceSetStateParams) (*berth.Resource, error) {
+	t := now(p.Now)
+	var out *berth.Resource
+	err := s.tx(ctx, func(tx *wtx) error {
+		out = nil
+		r, err := resourceGet(ctx, tx, p.Name)
+		if err != nil {
+			return err
+		}
+		if r.LeaseID != "" || r.State != p.From {
+			return store.ErrStateChanged
+		}
+		ev := &berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventProvision, From: string(r.State), To: string(p.To),
+			Reason: p.Reason, Actor: p.Actor, Message: p.Message}
+		if p.To == "" {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM resources WHERE name = ?", r.Name); err != nil {
+				return fmt.Errorf("remove %s: %w", r.Name, err)
+			}
+			return (&eventWriter{tx: tx}).write(ev)
+		}
+		out, err = scanResource(tx.QueryRowContext(ctx, `UPDATE resources SET state = ?, state_reason = ?, state_changed_at = ?,
+				clean_attempts = 0, next_clean_at = 0, deep_clean = 0
+			WHERE name = ? RETURNING `+resourceColumns, string(p.To), p.Message, nanos(t), r.Name))
+		if err != nil {
+			return fmt.Errorf("move %s to %s: %w", r.Name, p.To, err)
+		}
+		return (&eventWriter{tx: tx}).write(ev)
+	})
+	if err != nil {
+		return nil, wrap("set state", err)
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	goSync "sync"
 	"testing"
 	"time"
@@ -30,6 +31,10 @@ var takeCases = []struct {
 	{"HeartbeatMergesUserData", testHeartbeatUserData},
 	{"ReleaseAnyKindToOwnState", testReleaseAnyKind},
 	{"InitialState", testInitialState},
+	{"AddBoundedByMaxTotal", testAddBounded},
+	{"AddBoundedRace", testAddBoundedRace},
+	{"ResourceSetState", testResourceSetState},
+	{"TakeJoined", testTakeJoined},
 }
 
 func takeP(typ string, from, to berth.State, owner string, now time.Time) *store.LeaseTakeParams {
@@ -339,5 +344,106 @@ func testInitialState(t *testing.T, s store.Store) {
 	end := cleanEnd(t, s, store.CleanEndParams{ID: c.Lease.ID, OK: true, Now: at(3 * time.Second)})
 	if end.Handoff == nil || end.Handoff.RequestID != "w" {
 		t.Fatalf("cleaned: handoff %+v; want to w", end.Handoff)
+	}
+}
+
+func testAddBounded(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, initialPool("p", berth.StateDirty, names(1, "r")...))
+	// A waiter must not get a resource that starts dirty.
+	if req := acquire(t, s, acq{typ: "p", requestID: "w", wait: true}); req.Request == nil {
+		t.Fatalf("acquire: %+v", req)
+	}
+	add := func(name string, max int) (*store.ResourceChangeResult, error) {
+		return s.ResourceAdd(ctx, &store.ResourceAddParams{Type: "p", Spec: store.ResourceSpec{Name: name}, Source: berth.SourceDynamic,
+			State: berth.StateDirty, MaxTotal: max, HandoffTTL: ttl, Actor: "t", Now: at(time.Second)})
+	}
+	res, err := add("d1", 2)
+	if err != nil || res.Resource.State != berth.StateDirty || len(res.Handoffs) != 0 {
+		t.Fatalf("add d1: %+v, %v; want dirty, no handoff", res, err)
+	}
+	if _, err := add("d2", 2); !errors.Is(err, store.ErrPoolFull) {
+		t.Fatalf("add d2 to a full pool: %v; want ErrPoolFull", err)
+	}
+	if _, err := s.ResourceGet(ctx, "d2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("d2 was added to a full pool: %v", err)
+	}
+	evs, err := s.EventList(ctx, &store.EventListParams{Resource: "d1"})
+	if err != nil || len(evs) != 1 || evs[0].To != string(berth.StateDirty) || evs[0].Reason != store.ReasonProvisioned {
+		t.Fatalf("events of d1: %+v, %v", evs, err)
+	}
+}
+
+func testAddBoundedRace(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", berth.StateFree))
+	var wg goSync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.ResourceAdd(context.Background(), &store.ResourceAddParams{Type: "p", Spec: store.ResourceSpec{Name: fmt.Sprintf("d%d", i)},
+				Source: berth.SourceDynamic, MaxTotal: 3, HandoffTTL: ttl, Actor: "t", Now: at(time.Second)})
+			if err != nil && !errors.Is(err, store.ErrPoolFull) {
+				t.Errorf("add: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	rs, err := s.ResourceList(context.Background(), &store.ResourceListParams{Type: "p"})
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("%d resources after 8 racing adds bounded by 3 (%v)", len(rs), err)
+	}
+}
+
+func testResourceSetState(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, initialPool("p", "ready", names(2, "r")...))
+	l := mustTake(t, s, takeP("p", "ready", "held", "job", at(time.Second))).Leases[0]
+	set := func(name string, from, to berth.State) (*berth.Resource, error) {
+		return s.ResourceSetState(ctx, &store.ResourceSetStateParams{Name: name, From: from, To: to, Reason: "expired", Message: "old",
+			Actor: "t", Now: at(2 * time.Second)})
+	}
+	if _, err := set(l.Resource, "held", "toBeDeleted"); !errors.Is(err, store.ErrStateChanged) {
+		t.Fatalf("set state of a leased resource: %v; want ErrStateChanged", err)
+	}
+	if _, err := set("r2", "free", "toBeDeleted"); !errors.Is(err, store.ErrStateChanged) {
+		t.Fatalf("set state from the wrong state: %v; want ErrStateChanged", err)
+	}
+	r, err := set("r2", "ready", "toBeDeleted")
+	if err != nil || r.State != "toBeDeleted" || r.StateReason != "old" {
+		t.Fatalf("set state: %+v, %v", r, err)
+	}
+	if _, err := set("r2", "toBeDeleted", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResourceGet(ctx, "r2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("removed r2 is still there: %v", err)
+	}
+	if _, err := set("nope", "ready", ""); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("set state of no resource: %v", err)
+	}
+	evs, err := s.EventList(ctx, &store.EventListParams{Resource: "r2", Kind: berth.EventProvision})
+	if err != nil || len(evs) != 2 || evs[0].To != "toBeDeleted" || evs[1].From != "toBeDeleted" || evs[1].To != "" {
+		t.Fatalf("events of r2: %+v, %v", evs, err)
+	}
+}
+
+func testTakeJoined(t *testing.T, s store.Store) {
+	sync(t, s, t0, initialPool("p", "ready"))
+	p := takeP("p", "ready", "held", "job", at(time.Second))
+	p.RequestID = "req"
+	if res := mustTake(t, s, p); !res.Joined {
+		t.Fatalf("first call: %+v; want joined", res)
+	}
+	p.Now = at(2 * time.Second)
+	if res := mustTake(t, s, p); res.Joined {
+		t.Fatalf("second call: %+v; want not joined again", res)
+	}
+	// berth's own queue says the same, even for a call at the same time.
+	if res := acquire(t, s, acq{typ: "p", requestID: "w", wait: true}); !res.Joined {
+		t.Fatalf("first acquire: %+v; want joined", res)
+	}
+	if res := acquire(t, s, acq{typ: "p", requestID: "w", wait: true}); res.Joined || res.Request == nil {
+		t.Fatalf("second acquire: %+v; want queued, not joined again", res)
 	}
 }
