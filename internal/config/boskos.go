@@ -147,16 +147,7 @@ func validateBoskos(f *boskosFile, c *Config) []Problem {
 	needs := map[string]int{}
 	for i, e := range f.Resources {
 		ep := fmt.Sprintf("resources[%d]", i)
-		switch {
-		case e.Type == "":
-			add(ep+".type", "is required")
-		case !berth.ValidName(e.Type):
-			add(ep+".type", "%q is not a valid type name (letters, digits, '.', '_', '-'; at most 253)", e.Type)
-		case types[e.Type] != "":
-			add(ep+".type", "%q is already the type of %s", e.Type, types[e.Type])
-		default:
-			types[e.Type] = ep
-		}
+		claimType(types, ep, e.Type, add)
 		state := berth.State(e.State)
 		switch {
 		case e.State == "":

@@ -279,16 +279,7 @@ func (c *Config) Validate() []Problem {
 	for i := range c.Pools {
 		p := &c.Pools[i]
 		pp := fmt.Sprintf("pools[%d]", i)
-		switch {
-		case p.Type == "":
-			add(pp+".type", "is required")
-		case !berth.ValidName(p.Type):
-			add(pp+".type", "%q is not a valid type name (letters, digits, '.', '_', '-'; at most 253)", p.Type)
-		case types[p.Type] != "":
-			add(pp+".type", "%q is already the type of %s", p.Type, types[p.Type])
-		default:
-			types[p.Type] = pp
-		}
+		claimType(types, pp, p.Type, add)
 		switch {
 		case p.LeaseTTL == 0:
 			p.LeaseTTL = lease.DefaultLeaseTTL
@@ -355,6 +346,21 @@ func (c *Config) Validate() []Problem {
 		validateLifecycle(pp, c.dir, p, add)
 	}
 	return ps
+}
+
+// claimType checks the type of the pool (or Boskos entry) at path and
+// records it in types, which maps each type to where it was declared.
+func claimType(types map[string]string, path, typ string, add func(path, format string, args ...any)) {
+	switch {
+	case typ == "":
+		add(path+".type", "is required")
+	case !berth.ValidName(typ):
+		add(path+".type", "%q is not a valid type name (letters, digits, '.', '_', '-'; at most 253)", typ)
+	case types[typ] != "":
+		add(path+".type", "%q is already the type of %s", typ, types[typ])
+	default:
+		types[typ] = path
+	}
 }
 
 // EnginePools converts a validated config into the engine's policies.

@@ -649,12 +649,18 @@ func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, 
 	if err != nil {
 		return nil, e.leaseError(ctx, p.ID, err)
 	}
-	if res.Handoff != nil {
-		e.wake(res.Handoff.RequestID)
+	e.leaseEnded(res.Lease, res.Resource, res.Handoff)
+	return &ReleaseResult{Lease: res.Lease, Resource: res.Resource}, nil
+}
+
+// leaseEnded tells everyone concerned that lease l ended and its resource
+// r moved on (nil if it left its pool), to the waiter of h if set.
+func (e *Engine) leaseEnded(l *berth.Lease, r *berth.Resource, h *store.Handoff) {
+	if h != nil {
+		e.wake(h.RequestID)
 	}
 	e.published()
-	e.touchResource(res.Lease.Type, res.Resource)
-	return &ReleaseResult{Lease: res.Lease, Resource: res.Resource}, nil
+	e.touchResource(l.Type, r)
 }
 
 // ReapOnce ends every lease past its expiry, moves its resource on as the

@@ -237,11 +237,7 @@ func (e *Engine) CleanEnd(ctx context.Context, p CleanEndParams) (*CleanEndResul
 	if err != nil {
 		return nil, e.leaseError(ctx, p.ID, err)
 	}
-	if res.Handoff != nil {
-		e.wake(res.Handoff.RequestID)
-	}
-	e.published()
-	e.touchResource(res.Lease.Type, res.Resource)
+	e.leaseEnded(res.Lease, res.Resource, res.Handoff)
 	return &CleanEndResult{Lease: res.Lease, Resource: res.Resource, Event: res.Event}, nil
 }
 

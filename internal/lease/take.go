@@ -239,11 +239,7 @@ func (e *Engine) ReleaseTo(ctx context.Context, p ReleaseToParams) (*berth.Resou
 	if err != nil {
 		return nil, e.leaseError(ctx, p.ID, err)
 	}
-	if res.Handoff != nil {
-		e.wake(res.Handoff.RequestID)
-	}
-	e.published()
-	e.touchResource(res.Lease.Type, res.Resource)
+	e.leaseEnded(res.Lease, res.Resource, res.Handoff)
 	return res.Resource, nil
 }
 
