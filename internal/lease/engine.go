@@ -253,6 +253,10 @@ type AcquireParams struct {
 	// LeaseTTL, if set, replaces the pool's lease TTL for this lease.
 	LeaseTTL time.Duration
 	Actor    string
+	// To is the state the leased resource goes to; "" is busy. A Boskos
+	// client that leases from free to a state of its own waits in the
+	// same queue as every other acquire of the type.
+	To berth.State
 }
 
 // AcquireResult is a lease, or the caller's place in the queue.
@@ -336,6 +340,15 @@ func (e *Engine) validateAcquire(p *AcquireParams) (Pool, error) {
 	if err := ValidateSelector("labels", p.Selector); err != nil {
 		return Pool{}, err
 	}
+	if p.To != "" {
+		if err := validateDest("dest", p.To); err != nil {
+			return Pool{}, err
+		}
+		if p.To == berth.StateCleaning {
+			// A cleaning lease is a janitor's: CleanClaim or Take.
+			return Pool{}, berth.FieldErrorf("dest", "a resource leased from free cannot go to cleaning")
+		}
+	}
 	pool, ok := e.pool(p.Type)
 	if !ok {
 		return Pool{}, &berth.Error{Code: berth.EUnknownType, Field: "type", Message: fmt.Sprintf("no pool of type %q", p.Type)}
@@ -380,7 +393,7 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	}
 	sp := &store.LeaseAcquireParams{
 		Type: p.Type, Owner: p.Owner, Priority: p.Priority, Selector: p.Selector, RequestID: p.RequestID,
-		Wait: queue, WaitUntil: waitUntil, LeaseTTL: leaseTTL, Now: now, Actor: actorOr(p.Actor, p.Owner),
+		Wait: queue, WaitUntil: waitUntil, LeaseTTL: leaseTTL, Now: now, Actor: actorOr(p.Actor, p.Owner), To: p.To,
 	}
 	res, err := e.store.LeaseAcquire(ctx, sp)
 	if err != nil {

@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"time"
 
@@ -256,6 +257,9 @@ type ResourceListParams struct {
 }
 
 type LeaseAcquireParams struct {
+	// To is the state the leased resource goes to; "" is busy. A Boskos
+	// client names a state of its own.
+	To       berth.State
 	Type     string
 	Owner    string
 	Priority int
@@ -291,8 +295,10 @@ type LeaseHeartbeatParams struct {
 	ID  string
 	Now time.Time
 	// UserData, if set, is merged into the resource's user data with the
-	// heartbeat: a key with the value "" is deleted.
-	UserData map[string]string
+	// heartbeat: a key with the value "" is deleted. UserDataField names
+	// it in the error of a merge that would be too large.
+	UserData      map[string]string
+	UserDataField string
 }
 
 type LeaseHeartbeatResult struct {
@@ -632,9 +638,26 @@ type ResourceDeleteEndParams struct {
 	Now         time.Time
 }
 
+// UnclaimedReason is the reason given when a lease handed to a waiter
+// runs out before the waiter came for it.
+func UnclaimedReason(l *berth.Lease) string {
+	return fmt.Sprintf("handed to request %s of %s, which did not come for it within %s: never used, so free again", l.RequestID, l.Owner, l.ExpiresAt.Sub(l.AcquiredAt).Round(time.Millisecond))
+}
+
+// Bounds of a resource's user data after a holder's update merged into
+// it: as many keys as the config allows, and a total that keeps one
+// resource's row (and every answer that carries it) reasonable.
+const (
+	MaxUserDataKeys  = 256
+	MaxUserDataBytes = 1 << 20
+)
+
 // MergeUserData returns have with update merged in: a key whose new value
-// is "" is deleted, as Boskos merges a holder's user data.
-func MergeUserData(have, update map[string]string) map[string]string {
+// is "" is deleted, as Boskos merges a holder's user data. It refuses,
+// with an EInvalid error naming field, a merge whose result would exceed
+// MaxUserDataKeys or MaxUserDataBytes: repeated updates must not grow a
+// resource without bound.
+func MergeUserData(field string, have, update map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(have)+len(update))
 	maps.Copy(out, have)
 	for k, v := range update {
@@ -644,5 +667,15 @@ func MergeUserData(have, update map[string]string) map[string]string {
 			out[k] = v
 		}
 	}
-	return out
+	if len(out) > MaxUserDataKeys {
+		return nil, berth.FieldErrorf(field, "would have %d keys with this update, more than %d (send \"\" for a key to delete it)", len(out), MaxUserDataKeys)
+	}
+	n := 0
+	for k, v := range out {
+		n += len(k) + len(v)
+	}
+	if n > MaxUserDataBytes {
+		return nil, berth.FieldErrorf(field, "would be %d bytes with this update, more than %d", n, MaxUserDataBytes)
+	}
+	return out, nil
 }

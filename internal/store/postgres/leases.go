@@ -95,7 +95,13 @@ func (s *Store) leaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 	ctx, cancel := s.bound(ctx, opTimeout)
 	defer cancel()
 	t := now(p.Now)
-	if !p.ClaimOnly {
+	dest := p.To
+	if dest == "" {
+		dest = berth.StateBusy
+	}
+	// The one-statement path leases to busy; a Boskos client's state of
+	// its own takes the general one.
+	if !p.ClaimOnly && dest == berth.StateBusy {
 		res, err := s.acquireAtOnce(ctx, p, t)
 		if err != nil {
 			return nil, wrap("acquire", err)
@@ -145,7 +151,7 @@ func (s *Store) leaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 					return false, fmt.Errorf("savepoint: %w", err)
 				}
 			}
-			r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)
+			r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, dest, t)
 			if err != nil || r == nil {
 				if sp != nil {
 					_ = sp.Rollback(ctx)
@@ -172,7 +178,7 @@ func (s *Store) leaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 			ev := &events{}
 			l, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{
 				id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL,
-				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired",
+				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired", to: dest,
 			})
 			if err != nil {
 				return false, err
@@ -312,11 +318,12 @@ func claimLease(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t t
 	case l.Owner != p.Owner:
 		return false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
 	}
+	// Claimed: from now on it is the waiter's, and ends as any lease does.
 	if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
-		if _, err := tx.Exec(ctx, "UPDATE leases SET expires_at = $1 WHERE token = $2", nanos(exp), l.Token); err != nil {
-			return false, fmt.Errorf("claim lease: %w", err)
-		}
 		l.ExpiresAt = exp
+	}
+	if _, err := tx.Exec(ctx, "UPDATE leases SET expires_at = $1, claimed = true WHERE token = $2", nanos(l.ExpiresAt), l.Token); err != nil {
+		return false, fmt.Errorf("claim lease: %w", err)
 	}
 	r, err := resourceGet(ctx, tx, l.Resource)
 	if err != nil {
@@ -350,13 +357,13 @@ func wrap(op string, err error) error {
 // been free longest as leased to owner under leaseID, and returns it; nil
 // if there is none. SKIP LOCKED: a resource another replica is taking at
 // this moment is passed over, never waited for.
-func takeFree(ctx context.Context, tx pgx.Tx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
-	q := `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
+func takeFree(ctx context.Context, tx pgx.Tx, typ string, sel berth.Selector, owner, leaseID string, dest berth.State, t time.Time) (*berth.Resource, error) {
+	q := `UPDATE resources SET state = $5, state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
 		WHERE name = (SELECT name FROM resources WHERE type = $4 AND state = 'free' AND NOT retiring AND health_ok AND NOT draining
 			AND NOT EXISTS (SELECT 1 FROM pool_drains WHERE pool_drains.type = $4)`
-	args := []any{nanos(t), owner, leaseID, typ}
+	args := []any{nanos(t), owner, leaseID, typ, string(dest)}
 	if len(sel) > 0 {
-		q += " AND labels @> $5"
+		q += " AND labels @> $6"
 		args = append(args, map[string]string(sel))
 	}
 	q += " ORDER BY state_changed_at, name LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING " + resourceColumns
@@ -382,6 +389,8 @@ type grantArgs struct {
 	to      berth.State
 	message string
 	evKind  berth.EventKind
+	// unclaimed marks a lease handed to a waiter that has not come for it.
+	unclaimed bool
 }
 
 // recordLease writes the lease row and queues its event for r, which the
@@ -400,9 +409,9 @@ func recordLease(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, 
 		g.evKind = berth.EventLease
 	}
 	var token int64
-	err := tx.QueryRow(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING token`,
-		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind)).Scan(&token)
+	err := tx.QueryRow(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind, claimed)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING token`,
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind), !g.unclaimed).Scan(&token)
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
@@ -458,8 +467,12 @@ func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time
 	if sel == nil {
 		sel = map[string]string{}
 	}
-	err = tx.QueryRow(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`, p.RequestID, p.Type, p.Owner, p.Priority, sel, nanos(t), nanos(p.WaitUntil)).Scan(&seq)
+	dest := p.To
+	if dest == "" {
+		dest = berth.StateBusy
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at, dest)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq`, p.RequestID, p.Type, p.Owner, p.Priority, sel, nanos(t), nanos(p.WaitUntil), string(dest)).Scan(&seq)
 	if err != nil {
 		return nil, false, fmt.Errorf("queue request: %w", err)
 	}
@@ -582,7 +595,7 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 func (s *Store) heartbeatWithData(ctx context.Context, p *store.LeaseHeartbeatParams, t time.Time) (*store.LeaseHeartbeatResult, error) {
 	res := &store.LeaseHeartbeatResult{}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		l, err := scanLease(tx.QueryRow(ctx, "UPDATE leases SET expires_at = $1 + ttl WHERE id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING "+leaseColumns,
+		l, err := scanLease(tx.QueryRow(ctx, "UPDATE leases SET expires_at = $1 + ttl, claimed = true WHERE id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING "+leaseColumns,
 			nanos(t), p.ID))
 		if errors.Is(err, pgx.ErrNoRows) {
 			if _, err := leaseGet(ctx, tx, p.ID); err != nil {
@@ -600,7 +613,9 @@ func (s *Store) heartbeatWithData(ctx context.Context, p *store.LeaseHeartbeatPa
 		if err != nil {
 			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
 		}
-		r.UserData = store.MergeUserData(r.UserData, p.UserData)
+		if r.UserData, err = store.MergeUserData(p.UserDataField, r.UserData, p.UserData); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, "UPDATE resources SET user_data = $1 WHERE name = $2", r.UserData, r.Name); err != nil {
 			return fmt.Errorf("update user data of %s: %w", r.Name, err)
 		}
@@ -616,7 +631,7 @@ func (s *Store) heartbeatWithData(ctx context.Context, p *store.LeaseHeartbeatPa
 // heartbeatSQL extends lease $2, active and not past its expiry at $1, to
 // $1 + its TTL, and returns it with its resource.
 var heartbeatSQL = `WITH l AS (
-		UPDATE leases SET expires_at = $1 + ttl WHERE id = $2 AND ended_at IS NULL AND expires_at > $1
+		UPDATE leases SET expires_at = $1 + ttl, claimed = true WHERE id = $2 AND ended_at IS NULL AND expires_at > $1
 		RETURNING ` + leaseColumns + `
 	)
 	SELECT ` + qualified("l", leaseColumns) + `, ` + qualified("r", resourceColumns) + ` FROM l JOIN resources r ON r.name = l.resource`
@@ -635,8 +650,10 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	// the one-statement path at once. That path declines, changing
 	// nothing, if a request waits or the resource has moved to another
 	// pool since (a config change); the general path below serves those.
+	// Not for the reaper: an expired lease may be a handoff its waiter
+	// never claimed, which the general path sends back to free.
 	leaseType, known := s.leaseTypes.take(p.ID)
-	if known {
+	if known && !p.Expired {
 		if res, err := s.releaseAtOnce(ctx, p, leaseType, decide(leaseType), t); err != nil || res != nil {
 			if err != nil {
 				return &store.LeaseReleaseResult{}, wrap("release", err)
@@ -687,7 +704,7 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 	// The pool the resource is in now decides what becomes of it.
 	out := decide(resType)
 	to := out.To
-	if tryAtOnce && (!waiting || to != berth.StateFree) {
+	if tryAtOnce && !p.Expired && (!waiting || to != berth.StateFree) {
 		if res, err := s.releaseAtOnce(ctx, p, resType, out, t); err != nil || res != nil {
 			if err != nil {
 				return &store.LeaseReleaseResult{}, err
@@ -698,6 +715,7 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 	res := &store.LeaseReleaseResult{}
 	err = s.tx(ctx, func(tx pgx.Tx) error {
 		*res = store.LeaseReleaseResult{}
+		out, to, why := out, to, p.Reason
 		// First the queue lock of the resource's type (see
 		// queueLockShared), then the lease's row, then the resource's:
 		// every release takes them in this order, so that two releases of
@@ -742,6 +760,18 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 		if actor == "" {
 			actor = l.Owner // the holder released it
 		}
+		if p.Expired && l.RequestID != "" {
+			var unclaimed bool
+			if err := tx.QueryRow(ctx, "SELECT NOT claimed FROM leases WHERE id = $1", l.ID).Scan(&unclaimed); err != nil {
+				return fmt.Errorf("read lease: %w", err)
+			}
+			if unclaimed {
+				// Handed to a waiter that never came for it: nobody used
+				// the resource, so it is free again, for the next waiter.
+				out = store.Outcome{To: berth.StateFree, HandoffTTL: out.HandoffTTL}
+				to, why = out.To, store.UnclaimedReason(l)
+			}
+		}
 		// The resource row is locked by the lease's end above only in
 		// spirit: lock it for real before deciding what becomes of it.
 		r, err := scanResource(tx.QueryRow(ctx, "SELECT "+resourceColumns+" FROM resources WHERE name = $1 FOR UPDATE", l.Resource))
@@ -766,11 +796,11 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 			}
 			ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 				Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token,
-				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool ("+store.WhyRetiring(r)+"); "+p.Reason, "; ")})
+				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool ("+store.WhyRetiring(r)+"); "+why, "; ")})
 			return ev.flush(ctx, tx)
 		}
 		ev.add(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
-			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason})
+			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: why})
 		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
 		r.CleanAttempts, r.NextCleanAt, r.DeepClean = 0, nil, out.Deep && to == berth.StateDirty
 		if to == berth.StateFree && !r.Retiring {
@@ -784,7 +814,7 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 				return ev.flush(ctx, tx)
 			}
 		}
-		r.StateReason = store.ReleaseReason(out, p.Reason)
+		r.StateReason = store.ReleaseReason(out, why)
 		r.State = to
 		if _, err := tx.Exec(ctx, `UPDATE resources SET state = $1, state_reason = $2, state_changed_at = $3, owner = '', lease_id = NULL,
 				clean_attempts = 0, next_clean_at = 0, deep_clean = $5
@@ -914,8 +944,8 @@ func qualified(table, columns string) string {
 // place and returns nil when none waits (r is then untouched).
 func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
 	var (
-		reqID, owner string
-		reqExpiresAt int64
+		reqID, owner, dest string
+		reqExpiresAt       int64
 	)
 	labels := r.Labels
 	if labels == nil {
@@ -924,11 +954,11 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 	// Only a resource healthy enough for its pool is handed over; one that
 	// is not stays free until a probe finds it so (see ResourceHealth).
 	// Nor one that an admin drained, alone or with its pool.
-	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at FROM requests
+	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at, dest FROM requests
 		WHERE type = $1 AND expires_at > $2 AND $3::jsonb @> selector
 			AND EXISTS (SELECT 1 FROM resources WHERE name = $4 AND health_ok AND NOT draining AND NOT retiring)
 			AND NOT EXISTS (SELECT 1 FROM pool_drains d WHERE d.type = $1)
-		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt)
+		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt, &dest)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -944,8 +974,8 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 		return nil, fmt.Errorf("notify handoff: %w", err)
 	}
 	id := berth.NewID()
-	if _, err := tx.Exec(ctx, `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
-		WHERE name = $4`, nanos(t), owner, id, r.Name); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE resources SET state = $5, state_reason = '', state_changed_at = $1, owner = $2, lease_id = $3
+		WHERE name = $4`, nanos(t), owner, id, r.Name, dest); err != nil {
 		return nil, fmt.Errorf("hand resource over: %w", err)
 	}
 	// The waiter may have gone away and be due back within its grace. Until
@@ -954,10 +984,11 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 	if re := fromNanos(reqExpiresAt); re.Before(exp) {
 		exp = re
 	}
-	if _, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff"}); err != nil {
+	if _, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff",
+		to: berth.State(dest), unclaimed: true}); err != nil {
 		return nil, err
 	}
-	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.StateBusy, "", t, owner, id
+	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.State(dest), "", t, owner, id
 	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type}, nil
 }
 

@@ -84,11 +84,13 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 			case l.Owner != p.Owner:
 				return berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
 			default:
+				// Claimed: from now on it is the waiter's, and ends as
+				// any lease does.
 				if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
-					if _, err := tx.ExecContext(ctx, "UPDATE leases SET expires_at = ? WHERE token = ?", nanos(exp), l.Token); err != nil {
-						return fmt.Errorf("claim lease: %w", err)
-					}
 					l.ExpiresAt = exp
+				}
+				if _, err := tx.ExecContext(ctx, "UPDATE leases SET expires_at = ?, claimed = 1 WHERE token = ?", nanos(l.ExpiresAt), l.Token); err != nil {
+					return fmt.Errorf("claim lease: %w", err)
 				}
 				r, err := resourceGet(ctx, tx, l.Resource)
 				if err != nil {
@@ -102,7 +104,11 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 			return nil
 		}
 		id := berth.NewID()
-		r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, t)
+		dest := p.To
+		if dest == "" {
+			dest = berth.StateBusy
+		}
+		r, err := takeFree(ctx, tx, p.Type, p.Selector, p.Owner, id, dest, t)
 		if err != nil {
 			return err
 		}
@@ -117,7 +123,7 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 			}
 			l, err := recordLease(ctx, tx, r, berth.StateFree, grantArgs{
 				id: id, owner: p.Owner, requestID: p.RequestID, ttl: p.LeaseTTL,
-				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired",
+				expires: t.Add(p.LeaseTTL), now: t, actor: p.Actor, reason: "acquired", to: dest,
 			})
 			if err != nil {
 				return err
@@ -159,12 +165,13 @@ func jsonPath(key string) string { return `$."` + key + `"` }
 // takeFree marks the least recently changed free resource of the type that
 // matches sel as leased to owner under leaseID, in one statement, and
 // returns it; nil if there is none.
-func takeFree(ctx context.Context, tx *wtx, typ string, sel berth.Selector, owner, leaseID string, t time.Time) (*berth.Resource, error) {
+func takeFree(ctx context.Context, tx *wtx, typ string, sel berth.Selector, owner, leaseID string, dest berth.State, t time.Time) (*berth.Resource, error) {
 	var b strings.Builder
-	b.WriteString(`UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
+	// Numbered: the selector's placeholders that follow take 6, 7, …
+	b.WriteString(`UPDATE resources SET state = ?5, state_reason = '', state_changed_at = ?1, owner = ?2, lease_id = ?3
 		WHERE rowid = (SELECT rowid FROM resources WHERE type = ?4 AND state = 'free' AND retiring = 0 AND health_ok = 1 AND draining = 0
 			AND NOT EXISTS (SELECT 1 FROM pool_drains WHERE pool_drains.type = ?4)`)
-	args := []any{nanos(t), owner, leaseID, typ}
+	args := []any{nanos(t), owner, leaseID, typ, string(dest)}
 	for _, k := range sel.Keys() {
 		b.WriteString(" AND json_extract(labels, ?) = ?")
 		args = append(args, jsonPath(k), sel[k])
@@ -192,6 +199,8 @@ type grantArgs struct {
 	to      berth.State
 	message string
 	evKind  berth.EventKind
+	// unclaimed marks a lease handed to a waiter that has not come for it.
+	unclaimed bool
 }
 
 // recordLease writes the lease row and its event for r, which the caller
@@ -209,9 +218,9 @@ func recordLease(ctx context.Context, tx *wtx, r *berth.Resource, from berth.Sta
 	if g.evKind == "" {
 		g.evKind = berth.EventLease
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind))
+	res, err := tx.ExecContext(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind, claimed)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind), !g.unclaimed)
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
@@ -278,8 +287,12 @@ func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.T
 	if p.Selector == nil {
 		sel = []byte("{}")
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, p.RequestID, p.Type, p.Owner, p.Priority, string(sel), nanos(t), nanos(p.WaitUntil))
+	dest := p.To
+	if dest == "" {
+		dest = berth.StateBusy
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at, dest)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, p.RequestID, p.Type, p.Owner, p.Priority, string(sel), nanos(t), nanos(p.WaitUntil), string(dest))
 	if err != nil {
 		return nil, false, fmt.Errorf("queue request: %w", err)
 	}
@@ -388,7 +401,7 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 	t := now(p.Now)
 	res := &store.LeaseHeartbeatResult{}
 	err := s.tx(ctx, func(tx *wtx) error {
-		l, err := scanLease(tx.QueryRowContext(ctx, "UPDATE leases SET expires_at = ?1 + ttl WHERE id = ?2 AND ended_at IS NULL AND expires_at > ?1 RETURNING "+leaseColumns,
+		l, err := scanLease(tx.QueryRowContext(ctx, "UPDATE leases SET expires_at = ?1 + ttl, claimed = 1 WHERE id = ?2 AND ended_at IS NULL AND expires_at > ?1 RETURNING "+leaseColumns,
 			nanos(t), p.ID))
 		if errors.Is(err, sql.ErrNoRows) {
 			if _, err := leaseGet(ctx, tx, p.ID); err != nil {
@@ -404,7 +417,9 @@ func (s *Store) LeaseHeartbeat(ctx context.Context, p *store.LeaseHeartbeatParam
 			return fmt.Errorf("resource %s of lease %s: %w", l.Resource, l.ID, err)
 		}
 		if p.UserData != nil {
-			r.UserData = store.MergeUserData(r.UserData, p.UserData)
+			if r.UserData, err = store.MergeUserData(p.UserDataField, r.UserData, p.UserData); err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, "UPDATE resources SET user_data = ? WHERE name = ?", mustJSON(r.UserData), r.Name); err != nil {
 				return fmt.Errorf("update user data of %s: %w", r.Name, err)
 			}
@@ -467,6 +482,19 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		if p.Decide != nil {
 			out = p.Decide(l.Type)
 		}
+		why := p.Reason
+		unclaimed := false
+		if p.Expired && l.RequestID != "" {
+			if err := tx.QueryRowContext(ctx, "SELECT claimed = 0 FROM leases WHERE id = ?", l.ID).Scan(&unclaimed); err != nil {
+				return fmt.Errorf("read lease: %w", err)
+			}
+		}
+		if unclaimed {
+			// Handed to a waiter that never came for it: nobody used the
+			// resource, so it is free again, for the next waiter.
+			out = store.Outcome{To: berth.StateFree, HandoffTTL: out.HandoffTTL}
+			why = store.UnclaimedReason(l)
+		}
 		to := out.To
 
 		// The common case in one statement: a busy resource that stays in
@@ -478,7 +506,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			r, err := scanResource(tx.QueryRowContext(ctx, `UPDATE resources SET state = ?1, state_reason = ?2, state_changed_at = ?3, owner = '', lease_id = NULL,
 					clean_attempts = 0, next_clean_at = 0, deep_clean = ?7
 				WHERE name = ?4 AND lease_id = ?5 AND state = 'busy' AND retiring = 0 AND type = ?6 RETURNING `+resourceColumns,
-				string(to), store.ReleaseReason(out, p.Reason), nanos(t), l.Resource, l.ID, l.Type, out.Deep && to == berth.StateDirty))
+				string(to), store.ReleaseReason(out, why), nanos(t), l.Resource, l.ID, l.Type, out.Deep && to == berth.StateDirty))
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 			case err != nil:
@@ -486,7 +514,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			default:
 				res.Resource = r
 				return (&eventWriter{tx: tx}).write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease,
-					From: string(berth.StateBusy), To: string(to), Reason: string(status), Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason})
+					From: string(berth.StateBusy), To: string(to), Reason: string(status), Actor: actor, LeaseID: l.ID, Token: l.Token, Message: why})
 			}
 		}
 		r, err := resourceGet(ctx, tx, l.Resource)
@@ -496,7 +524,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 		if r.LeaseID != l.ID {
 			return fmt.Errorf("resource %s is held by lease %q, not %q", r.Name, r.LeaseID, l.ID)
 		}
-		if p.Decide != nil && r.Type != l.Type {
+		if p.Decide != nil && r.Type != l.Type && !unclaimed {
 			// A config change moved it: the pool it is in now decides.
 			out = p.Decide(r.Type)
 			to = out.To
@@ -510,10 +538,10 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 			}
 			return ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
 				Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token,
-				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool ("+store.WhyRetiring(r)+"); "+p.Reason, "; ")})
+				Message: strings.TrimSuffix("lease "+reason+"; resource removed from the pool ("+store.WhyRetiring(r)+"); "+why, "; ")})
 		}
 		if err := ev.write(&berth.Event{Time: t, Resource: r.Name, Type: r.Type, Kind: berth.EventLease, From: string(from),
-			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: p.Reason}); err != nil {
+			To: string(to), Reason: reason, Actor: actor, LeaseID: l.ID, Token: l.Token, Message: why}); err != nil {
 			return err
 		}
 		r.Owner, r.LeaseID, r.StateReason, r.StateChangedAt = "", "", "", t
@@ -529,7 +557,7 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 				return nil
 			}
 		}
-		r.StateReason = store.ReleaseReason(out, p.Reason)
+		r.StateReason = store.ReleaseReason(out, why)
 		r.State = to
 		if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, state_reason = ?, state_changed_at = ?, owner = '', lease_id = NULL,
 				clean_attempts = 0, next_clean_at = 0, deep_clean = ?
@@ -569,19 +597,19 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 	if !ok {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at FROM requests
+	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at, dest FROM requests
 		WHERE type = ? AND expires_at > ? ORDER BY priority DESC, seq`, r.Type, nanos(t))
 	if err != nil {
 		return nil, fmt.Errorf("find waiter: %w", err)
 	}
 	var (
-		found        bool
-		reqID, owner string
-		reqExpiresAt int64
+		found              bool
+		reqID, owner, dest string
+		reqExpiresAt       int64
 	)
 	for rows.Next() {
 		var sel string
-		if err := rows.Scan(&reqID, &owner, &sel, &reqExpiresAt); err != nil {
+		if err := rows.Scan(&reqID, &owner, &sel, &reqExpiresAt, &dest); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("find waiter: %w", err)
 		}
@@ -606,8 +634,8 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 		return nil, fmt.Errorf("delete served request: %w", err)
 	}
 	id := berth.NewID()
-	if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = 'busy', state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
-		WHERE name = ?`, nanos(t), owner, id, r.Name); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, state_reason = '', state_changed_at = ?, owner = ?, lease_id = ?
+		WHERE name = ?`, dest, nanos(t), owner, id, r.Name); err != nil {
 		return nil, fmt.Errorf("hand resource over: %w", err)
 	}
 	// The waiter may have gone away and be due back within its grace. Until
@@ -616,10 +644,11 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 	if re := fromNanos(reqExpiresAt); re.Before(exp) {
 		exp = re
 	}
-	if _, err := recordLease(ctx, tx, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff"}); err != nil {
+	if _, err := recordLease(ctx, tx, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff",
+		to: berth.State(dest), unclaimed: true}); err != nil {
 		return nil, err
 	}
-	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.StateBusy, "", t, owner, id
+	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.State(dest), "", t, owner, id
 	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	goSync "sync"
 	"testing"
 	"time"
@@ -35,6 +36,9 @@ var takeCases = []struct {
 	{"AddBoundedRace", testAddBoundedRace},
 	{"ResourceSetState", testResourceSetState},
 	{"TakeJoined", testTakeJoined},
+	{"UnclaimedHandoffGoesFree", testUnclaimedHandoffGoesFree},
+	{"AcquireToOwnState", testAcquireToOwnState},
+	{"HeartbeatUserDataBounded", testHeartbeatUserDataBounded},
 }
 
 func takeP(typ string, from, to berth.State, owner string, now time.Time) *store.LeaseTakeParams {
@@ -445,5 +449,136 @@ func testTakeJoined(t *testing.T, s store.Store) {
 	}
 	if res := acquire(t, s, acq{typ: "p", requestID: "w", wait: true}); res.Joined || res.Request == nil {
 		t.Fatalf("second acquire: %+v; want queued, not joined again", res)
+	}
+}
+
+// testUnclaimedHandoffGoesFree: a resource handed to a waiter that never
+// comes for it was never used. When that lease runs out, the resource is
+// free again and goes to the next waiter, not to dirty as a job's
+// expired lease would send it. A handoff that was claimed expires as any
+// lease does.
+func testUnclaimedHandoffGoesFree(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p := pool("p", names(1, "r")...)
+	p.Janitor = "external"
+	sync(t, s, t0, p)
+	l := mustLease(t, acquire(t, s, acq{typ: "p", owner: "holder"}))
+	acquire(t, s, acq{typ: "p", owner: "job-gone", requestID: "gone", wait: true, now: at(time.Second), waitUntil: at(20 * time.Second)})
+	acquire(t, s, acq{typ: "p", owner: "job-next", requestID: "next", wait: true, now: at(2 * time.Second), waitUntil: at(time.Hour)})
+	rel := release(t, s, l.ID, berth.StateFree, at(5*time.Second))
+	if rel.Handoff == nil || rel.Handoff.RequestID != "gone" {
+		t.Fatalf("release handed off to %+v, want gone", rel.Handoff)
+	}
+	// "gone" never polls again: its lease lasts no longer than its request.
+	dirty := func(string) store.Outcome { return store.Outcome{To: berth.StateDirty, HandoffTTL: ttl} }
+	exp, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: rel.Handoff.LeaseID, Decide: dirty, Expired: true, Actor: "reaper",
+		Reason: "no heartbeat", Now: at(21 * time.Second), HandoffTTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp.Lease.Status != berth.LeaseExpired || exp.Handoff == nil || exp.Handoff.RequestID != "next" {
+		t.Fatalf("unclaimed handoff ran out: %+v, handoff %+v; want it expired and r1 handed to next", exp.Lease, exp.Handoff)
+	}
+	if r := get(t, s, "r1"); r.Owner != "job-next" || r.State != berth.StateBusy {
+		t.Fatalf("r1 = %+v, want busy for job-next", r)
+	}
+	evs, err := s.EventList(ctx, &store.EventListParams{Resource: "r1", Kind: berth.EventLease, Desc: true, Limit: 2})
+	if err != nil || len(evs) != 2 || evs[1].To != string(berth.StateFree) || evs[1].Reason != string(berth.LeaseExpired) ||
+		!strings.Contains(evs[1].Message, "did not come for it") {
+		t.Fatalf("events = %+v, %v; want the unclaimed lease's end, to free, saying why", evs, err)
+	}
+	// "next" claims its lease; if it then stops heartbeating, the
+	// resource goes the way of any expired lease: dirty.
+	claimed := mustLease(t, acquire(t, s, acq{typ: "p", owner: "job-next", requestID: "next", wait: true, now: at(22 * time.Second)}))
+	end, err := s.LeaseRelease(ctx, &store.LeaseReleaseParams{ID: claimed.ID, Decide: dirty, Expired: true, Actor: "reaper",
+		Reason: "no heartbeat", Now: at(22*time.Second + ttl), HandoffTTL: ttl})
+	if err != nil || end.Resource == nil || end.Resource.State != berth.StateDirty {
+		t.Fatalf("claimed handoff ran out: %+v, %v; want r1 dirty", end, err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testAcquireToOwnState: an acquire may move the resource to a state of
+// the client's own (a Boskos "dest"), at once or through the queue, which
+// it shares with acquires to busy: first come, first served.
+func testAcquireToOwnState(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p := pool("p", names(1, "r")...)
+	p.Janitor = "external"
+	sync(t, s, t0, p)
+	own := func(owner, id string, now time.Time) *store.LeaseAcquireResult {
+		t.Helper()
+		res, err := s.LeaseAcquire(ctx, &store.LeaseAcquireParams{Type: "p", Owner: owner, RequestID: id, To: "leased",
+			Wait: id != "", WaitUntil: now.Add(time.Minute), LeaseTTL: ttl, Now: now, Actor: owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := own("ja", "", at(time.Second))
+	if first.Lease == nil || first.Resource.State != "leased" || first.Resource.Owner != "ja" {
+		t.Fatalf("acquire to leased: %+v", first)
+	}
+	// The queue: "own" to leased, then "busy" to busy.
+	if res := own("jo", "own", at(2*time.Second)); res.Request == nil || res.Request.Position != 1 {
+		t.Fatalf("own queued: %+v", res)
+	}
+	if res := acquire(t, s, acq{typ: "p", owner: "jb", requestID: "busy", wait: true, now: at(3 * time.Second)}); res.Request == nil || res.Request.Position != 2 {
+		t.Fatalf("busy queued: %+v", res)
+	}
+	rel := release(t, s, first.Lease.ID, berth.StateFree, at(4*time.Second))
+	if rel.Handoff == nil || rel.Handoff.RequestID != "own" || rel.Resource.State != "leased" {
+		t.Fatalf("release handed to %+v, resource %+v; want own, leased", rel.Handoff, rel.Resource)
+	}
+	got := own("jo", "own", at(5*time.Second))
+	if got.Lease == nil || got.Lease.ID != rel.Handoff.LeaseID || got.Resource.State != "leased" {
+		t.Fatalf("own's claim: %+v", got)
+	}
+	rel = release(t, s, got.Lease.ID, berth.StateFree, at(6*time.Second))
+	if rel.Handoff == nil || rel.Handoff.RequestID != "busy" || rel.Resource.State != berth.StateBusy {
+		t.Fatalf("second release handed to %+v, resource %+v; want busy, busy", rel.Handoff, rel.Resource)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testHeartbeatUserDataBounded: updates merged into a resource's user data
+// cannot grow it past its bounds; the refused one changes nothing, not
+// even the lease's expiry.
+func testHeartbeatUserDataBounded(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sync(t, s, t0, pool("p", names(1, "r")...))
+	l := mustLease(t, acquire(t, s, acq{typ: "p"}))
+	big := map[string]string{}
+	for i := range store.MaxUserDataKeys {
+		big[fmt.Sprintf("k%d", i)] = "v"
+	}
+	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(time.Second), UserData: big, UserDataField: "userdata"}); err != nil {
+		t.Fatal(err)
+	}
+	more := map[string]string{"one-too-many": "v"}
+	_, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(2 * time.Second), UserData: more, UserDataField: "userdata"})
+	var be *berth.Error
+	if !errors.As(err, &be) || be.Code != berth.EInvalid || be.Field != "userdata" {
+		t.Fatalf("257th key: %v, want an invalid userdata error", err)
+	}
+	// Deleting one key makes room for another.
+	more[fmt.Sprintf("k%d", 0)] = ""
+	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(3 * time.Second), UserData: more, UserDataField: "userdata"}); err != nil {
+		t.Fatalf("swap a key: %v", err)
+	}
+	huge := map[string]string{"a": strings.Repeat("x", store.MaxUserDataBytes)}
+	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: l.ID, Now: at(4 * time.Second), UserData: huge, UserDataField: "userdata"}); !errors.As(err, &be) || be.Code != berth.EInvalid {
+		t.Fatalf("a megabyte more: %v, want invalid", err)
+	}
+	got, err := s.LeaseGet(ctx, l.ID)
+	if err != nil || !got.ExpiresAt.Equal(at(3*time.Second).Add(ttl)) {
+		t.Fatalf("lease after the refused update: %+v, %v; want the expiry of the last good heartbeat", got, err)
+	}
+	if r := get(t, s, "r1"); len(r.UserData) != store.MaxUserDataKeys || r.UserData["one-too-many"] != "v" || r.UserData["k0"] != "" {
+		t.Fatalf("user data has %d keys", len(r.UserData))
 	}
 }
