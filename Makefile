@@ -41,7 +41,7 @@ unit: ## all tests with the race detector (PostgreSQL ones too, see BERTH_TEST_P
 		export BERTH_TEST_POSTGRES=$(PG_TEST_DEFAULT); echo "PostgreSQL tests: $$BERTH_TEST_POSTGRES"; \
 	elif [ -n "$$BERTH_TEST_POSTGRES" ]; then echo "PostgreSQL tests: BERTH_TEST_POSTGRES"; \
 	else echo "PostgreSQL tests: SKIPPED (no BERTH_TEST_POSTGRES and nothing on 127.0.0.1:5432); set BERTH_TEST_POSTGRES=postgres://USER@HOST:PORT/DB to run them"; fi; \
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 ./... && \
 	cd $(BOSKOS_TESTS) && $(GO) test -race -count=1 ./...
 
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck

@@ -117,6 +117,20 @@ func TestGolden(t *testing.T) {
 		{"metric-missing-type", "GET", "/metric", ""},
 		{"metric-unknown-type", "GET", "/metric?type=nope", ""},
 		{"metric", "GET", "/metric?type=gce-project", ""},
+		// Added after review: every endpoint's wrong method, a name that
+		// does not exist, input quoted back only in part, a bad reset
+		// dest refused whether or not anything matches, user data that
+		// would grow without bound.
+		{"acquirebystate-wrong-method", "GET", "/acquirebystate?state=free&dest=busy&owner=d&names=proj-1", ""},
+		{"acquirebystate-unknown-name", "POST", "/acquirebystate?state=free&dest=busy&owner=d&names=nope", ""},
+		{"acquirebystate-duplicate-name", "POST", "/acquirebystate?state=dirty&dest=leased&owner=d&names=proj-1,proj-1", ""},
+		{"update-wrong-method", "GET", "/update?name=proj-1&owner=d&state=leased", ""},
+		{"reset-wrong-method", "GET", "/reset?type=gce-project&state=busy&expire=1m&dest=dirty", ""},
+		{"reset-bad-dest", "POST", "/reset?type=gce-project&state=nothing-here&expire=1m&dest=busy", ""},
+		{"update-long-owner", "POST", "/update?name=proj-1&state=leased&owner=" + strings.Repeat("o", 300), ""},
+		{"acquire-long-type", "POST", "/acquire?state=free&dest=busy&owner=d&type=" + strings.Repeat("t", 300), ""},
+		{"update-too-many-keys", "POST", "/update?name=proj-1&owner=d&state=leased", manyKeys(300)},
+		{"acquire-bad-request-id", "POST", "/acquire?type=gce-project&state=free&dest=busy&owner=d&request_id=a%20b", ""},
 	}
 	for i, s := range steps {
 		got := call(t, srv, s.method, s.path, s.body)
@@ -138,4 +152,18 @@ func TestGolden(t *testing.T) {
 			t.Errorf("%s %s %s:\ngot:\n%s\nwant (%s):\n%s", s.name, s.method, s.path, got, file, want)
 		}
 	}
+}
+
+// manyKeys is a user-data object of n keys.
+func manyKeys(n int) string {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, "%q: \"v\"", fmt.Sprintf("k%d", i))
+	}
+	b.WriteString("}")
+	return b.String()
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/internal/lease"
+	"github.com/berth-ci/berth/internal/store"
 )
 
 // Defaults for Options.
@@ -113,7 +114,9 @@ func fail(status int, format string, args ...any) error {
 
 // typeNotFound is the text the Boskos client looks for to tell an unknown
 // type from an exhausted one (its ErrTypeNotFound).
-func typeNotFound(typ string) string { return fmt.Sprintf("resource type %q does not exist", typ) }
+func typeNotFound(typ string) string {
+	return fmt.Sprintf("resource type %q does not exist", store.Head(typ, maxEcho))
+}
 
 func (s *Server) only(method string, h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +177,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		msg := be.Message
 		if be.Field != "" {
-			msg = be.Field + ": " + msg
+			msg = boskosField(be.Field) + ": " + msg
+		}
+		if op := opName[r.URL.Path]; op != "" {
+			msg = op + ": " + msg
 		}
 		writeText(w, status, msg)
 	case errors.As(err, &se):
@@ -187,6 +193,43 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// opName is the context Boskos puts before its errors, by endpoint.
+var opName = map[string]string{
+	"/acquire":        "Acquire failed",
+	"/acquirebystate": "AcquireByState failed",
+	"/release":        "Release failed",
+	"/update":         "Update failed",
+	"/reset":          "Reset failed",
+	"/metric":         "Metric failed",
+}
+
+// boskosField names a field as the Boskos API spells it: its parameters
+// are snake_case and lower case, berth's JSON camelCase.
+func boskosField(f string) string {
+	switch f {
+	case "requestId":
+		return "request_id"
+	case "userData":
+		return "userdata"
+	}
+	return f
+}
+
+// echo is client input quoted back in an error: cut short, and printable,
+// so that a huge or binary parameter does not come back whole.
+func echo(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, ""))
+	return store.Head(s, maxEcho)
+}
+
+// maxEcho bounds the client input an error quotes.
+const maxEcho = 128
 
 // required returns a 400 naming the missing parameters, in Boskos' words.
 func required(r *http.Request, names ...string) error {
@@ -217,10 +260,12 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request) error {
 		l   *berth.Lease
 		res *berth.Resource
 	)
-	if state == berth.StateFree && dest == berth.StateBusy {
-		// berth's own acquire: its queue hands a released resource
-		// straight to the first waiter, so the next poll gets it.
-		a, err := s.engine.Acquire(r.Context(), lease.AcquireParams{Type: typ, Owner: owner, RequestID: reqID, Hold: s.hold, LeaseTTL: s.ttl})
+	if state == berth.StateFree && dest != berth.StateCleaning {
+		// berth's own acquire, to busy or to the client's state: one
+		// queue per type for everyone who leases from free, which hands
+		// a released resource straight to the first waiter, so that its
+		// next poll gets it.
+		a, err := s.engine.Acquire(r.Context(), lease.AcquireParams{Type: typ, Owner: owner, RequestID: reqID, Hold: s.hold, LeaseTTL: s.ttl, To: dest})
 		if err != nil {
 			return acquireError(typ, err)
 		}
@@ -263,7 +308,7 @@ func (s *Server) acquireByState(w http.ResponseWriter, r *http.Request) error {
 	t, err := s.engine.Take(r.Context(), lease.TakeParams{Names: names, From: state, To: dest, Owner: owner, LeaseTTL: s.ttl})
 	var be *berth.Error
 	if errors.As(err, &be) && be.Code == berth.EExhausted {
-		return fail(http.StatusNotFound, "AcquireByState: no available resource %s", state)
+		return fail(http.StatusNotFound, "AcquireByState: no available resource %s", echo(string(state)))
 	}
 	if err != nil {
 		return err
@@ -282,13 +327,13 @@ func (s *Server) held(ctx context.Context, op, name, owner string) (*berth.Resou
 	res, err := s.engine.Resource(ctx, name)
 	var be *berth.Error
 	if errors.As(err, &be) && be.Code == berth.ENotFound {
-		return nil, fail(http.StatusNotFound, "%s: no resource %s", op, name)
+		return nil, fail(http.StatusNotFound, "%s: no resource %s", op, echo(name))
 	}
 	if err != nil {
 		return nil, err
 	}
 	if res.Owner != owner || res.LeaseID == "" {
-		return nil, fail(http.StatusUnauthorized, "%s: owner mismatch request by %s, currently owned by %s", op, owner, res.Owner)
+		return nil, fail(http.StatusUnauthorized, "%s: owner mismatch request by %s, currently owned by %s", op, echo(owner), res.Owner)
 	}
 	return res, nil
 }
@@ -304,7 +349,7 @@ func (s *Server) lost(ctx context.Context, op, name, owner string, err error) er
 	if gerr != nil || res.Owner == owner {
 		return fail(http.StatusGone, "%s: %s", op, be.Message)
 	}
-	return fail(http.StatusUnauthorized, "%s: owner mismatch request by %s, currently owned by %s", op, owner, res.Owner)
+	return fail(http.StatusUnauthorized, "%s: owner mismatch request by %s, currently owned by %s", op, echo(owner), res.Owner)
 }
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
@@ -350,7 +395,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if string(res.State) != state {
-		return fail(http.StatusConflict, "%s: state mismatch - expected %s, current %s", op, state, res.State)
+		return fail(http.StatusConflict, "%s: state mismatch - expected %s, current %s", op, echo(state), res.State)
 	}
 	if _, err := s.engine.Update(r.Context(), res.LeaseID, userData); err != nil {
 		return s.lost(r.Context(), op, name, owner, err)
@@ -367,7 +412,8 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fail(http.StatusBadRequest, "Reset failed: expire: %s", oneLine(err.Error()))
 	}
-	out, err := s.engine.Reset(r.Context(), q.Get("type"), berth.State(q.Get("state")), expire, berth.State(q.Get("dest")), "boskos-reset")
+	out, err := s.engine.Reset(r.Context(), lease.ResetParams{Type: q.Get("type"), State: berth.State(q.Get("state")), Expire: expire,
+		Dest: berth.State(q.Get("dest")), Actor: "boskos-reset"})
 	if err != nil {
 		return err
 	}

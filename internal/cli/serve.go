@@ -75,8 +75,9 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 				if err != nil {
 					return &exitError{code: ExitUsage, err: configError(err)}
 				}
+				b.SetBoskosLeaseTTL(o.BoskosLeaseTTL)
 				if err := o.Config.Merge(b, boskosFile); err != nil {
-					return &exitError{code: ExitUsage, err: configError(err)}
+					return &exitError{code: ExitUsage, err: mergeError(err)}
 				}
 			}
 			switch {
@@ -90,6 +91,8 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 				return usageErrorf("--store-timeout must be positive, not %s", o.StoreTimeout)
 			case o.BoskosLeaseTTL < time.Second:
 				return usageErrorf("--boskos-lease-ttl must be at least 1s, not %s", o.BoskosLeaseTTL)
+			case o.BoskosRequestTTL < time.Second:
+				return usageErrorf("--boskos-request-ttl must be at least 1s, not %s", o.BoskosRequestTTL)
 			}
 			if o.DataDir == "" && o.Store == "" {
 				o.DataDir = "berth-data"
@@ -110,6 +113,7 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 	f.StringVar(&configFile, "config", "", "YAML config file with the pools to serve")
 	f.StringVar(&boskosFile, "boskos-config", "", "Boskos resources file whose pools to serve too (see docs/boskos.md)")
 	f.DurationVar(&o.BoskosLeaseTTL, "boskos-lease-ttl", 30*time.Minute, "how long a holder through the Boskos API keeps a resource without an /update")
+	f.DurationVar(&o.BoskosRequestTTL, "boskos-request-ttl", 30*time.Second, "how long a Boskos client's request_id keeps its place in the queue, and a resource handed to it, without a poll")
 	f.BoolVar(&demo, "demo", false, "serve demo pools from a throw-away data directory")
 	f.StringVar(&o.DataDir, "data", "", "directory for the embedded database (default ./berth-data)")
 	f.StringVar(&o.Listen, "listen", server.DefaultListen, "address to serve HTTP on")
@@ -150,6 +154,20 @@ func configError(err error) error {
 		return fmt.Errorf("config: %s (and %d more problems; run berth check-config)", lines[0], len(lines)-1)
 	}
 	return err
+}
+
+// mergeError folds the clashes between a berth config and a Boskos file
+// into one line. check-config reads one file at a time and cannot see
+// them, so it is not suggested.
+func mergeError(err error) error {
+	var ve *config.ValidationError
+	if errors.As(err, &ve) {
+		lines := ve.Lines()
+		if len(lines) > 1 {
+			return fmt.Errorf("config: %s (and %d more names that both files declare)", lines[0], len(lines)-1)
+		}
+	}
+	return configError(err)
 }
 
 func (e *env) checkConfigCommand() *cobra.Command {

@@ -225,6 +225,18 @@ func validateBoskos(f *boskosFile, c *Config) []Problem {
 	return ps
 }
 
+// SetBoskosLeaseTTL sets how long a holder through the Boskos API keeps
+// a resource of a pool of the Boskos config without an /update: serve's
+// --boskos-lease-ttl, for leases taken at once and those handed to a
+// waiter alike (a handed-over lease takes its pool's TTL).
+func (c *Config) SetBoskosLeaseTTL(d time.Duration) {
+	for i := range c.Pools {
+		if c.Pools[i].boskos != nil {
+			c.Pools[i].LeaseTTL = d
+		}
+	}
+}
+
 // Merge adds the pools of a Boskos config to c: a type or a resource name
 // the two declare both is a problem.
 func (c *Config) Merge(b *Config, boskosFile string) error {

@@ -17,7 +17,7 @@ import (
 // leases, fencing tokens, expiries and events as every other.
 
 // MaxTakeNames bounds a take by name.
-const MaxTakeNames = 100
+const MaxTakeNames = 1000
 
 // TakeParams describe a take by state: one resource of Type in From, or
 // every one of Names, each moving to To under a lease of its own.
@@ -97,16 +97,19 @@ func (e *Engine) Take(ctx context.Context, p TakeParams) (*TakeResult, error) {
 		if len(p.Names) > MaxTakeNames {
 			return nil, berth.FieldErrorf("names", "lists more than %d resources", MaxTakeNames)
 		}
+		// A name listed twice is taken once, as Boskos takes it.
 		seen := make(map[string]bool, len(p.Names))
+		names := make([]string, 0, len(p.Names))
 		for _, n := range p.Names {
 			if !berth.ValidName(n) {
 				return nil, berth.FieldErrorf("names", "%q is not a valid resource name", store.Head(n, 64))
 			}
-			if seen[n] {
-				return nil, berth.FieldErrorf("names", "lists %q twice", n)
+			if !seen[n] {
+				seen[n] = true
+				names = append(names, n)
 			}
-			seen[n] = true
 		}
+		p.Names = names
 		if ttl <= 0 {
 			ttl = DefaultLeaseTTL
 		}
@@ -169,7 +172,7 @@ func (e *Engine) Update(ctx context.Context, id string, userData map[string]stri
 			return nil, berth.FieldErrorf("userdata", "contains a NUL byte")
 		}
 	}
-	res, err := e.store.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: id, Now: e.clock.Now(), UserData: userData})
+	res, err := e.store.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: id, Now: e.clock.Now(), UserData: userData, UserDataField: "userdata"})
 	if err != nil {
 		return nil, e.leaseError(ctx, id, err)
 	}
@@ -194,12 +197,8 @@ type ReleaseToParams struct {
 // report that the resource is broken; a janitor's cleaning lease ended to
 // free or dirty is a cleaning that worked or failed, counted as such.
 func (e *Engine) ReleaseTo(ctx context.Context, p ReleaseToParams) (*berth.Resource, error) {
-	if err := ValidateState("dest", p.To); err != nil {
+	if err := validateReleaseDest(p.To); err != nil {
 		return nil, err
-	}
-	switch p.To {
-	case berth.StateBusy, berth.StateCleaning, berth.StateDeleting:
-		return nil, berth.FieldErrorf("dest", "%q is a state only berth puts a resource in", p.To)
 	}
 	l, err := e.store.LeaseGet(ctx, p.ID)
 	if err != nil {
@@ -210,7 +209,9 @@ func (e *Engine) ReleaseTo(ctx context.Context, p ReleaseToParams) (*berth.Resou
 		if p.Reset {
 			msg = p.Reason
 		}
-		res, err := e.CleanEnd(ctx, CleanEndParams{ID: p.ID, OK: p.To == berth.StateFree, Quarantine: p.To == berth.StateQuarantined,
+		// A cleaning taken from a janitor that went quiet did not
+		// finish: it failed, whatever state the reset names.
+		res, err := e.CleanEnd(ctx, CleanEndParams{ID: p.ID, OK: p.To == berth.StateFree && !p.Reset, Quarantine: p.To == berth.StateQuarantined,
 			Message: msg, Actor: p.Actor})
 		if err != nil {
 			return nil, err
@@ -243,6 +244,18 @@ func (e *Engine) ReleaseTo(ctx context.Context, p ReleaseToParams) (*berth.Resou
 	return res.Resource, nil
 }
 
+// validateReleaseDest checks the state a holder releases a resource to.
+func validateReleaseDest(to berth.State) error {
+	if err := ValidateState("dest", to); err != nil {
+		return err
+	}
+	switch to {
+	case berth.StateBusy, berth.StateCleaning, berth.StateDeleting:
+		return berth.FieldErrorf("dest", "%q is a state only berth puts a resource in", to)
+	}
+	return nil
+}
+
 // LastUpdate is when a Boskos client last heard of the resource: the
 // last heartbeat (or the acquire) of the lease that holds it, else its
 // last change of state.
@@ -253,15 +266,29 @@ func LastUpdate(r *berth.Resource, l *berth.Lease) time.Time {
 	return r.StateChangedAt
 }
 
-// Reset takes every resource of typ in state from its holder if the holder
-// has not been heard from for expire, moving it to dest, and returns the
-// names taken with their holders (Boskos' reaper does this; berth's own
-// leases expire by themselves).
-func (e *Engine) Reset(ctx context.Context, typ string, state berth.State, expire time.Duration, dest berth.State, actor string) (map[string]string, error) {
+// ResetParams say which holders a reset takes resources from.
+type ResetParams struct {
+	Type  string
+	State berth.State
+	// Expire: holders not heard from for this long lose their resources.
+	Expire time.Duration
+	// Dest is where the resources go, as a release names it.
+	Dest  berth.State
+	Actor string
+}
+
+// Reset takes every resource of p.Type in p.State from its holder if the
+// holder has not been heard from for p.Expire, moving it to p.Dest, and
+// returns the names taken with their holders (Boskos' reaper does this;
+// berth's own leases expire by themselves).
+func (e *Engine) Reset(ctx context.Context, p ResetParams) (map[string]string, error) {
+	typ, state, expire, dest, actor := p.Type, p.State, p.Expire, p.Dest, p.Actor
 	if err := ValidateState("state", state); err != nil {
 		return nil, err
 	}
-	if err := ValidateState("dest", dest); err != nil {
+	// Checked before anything matches: a bad dest is bad whether or not
+	// a resource is to be reset.
+	if err := validateReleaseDest(dest); err != nil {
 		return nil, err
 	}
 	out := map[string]string{}

@@ -63,6 +63,9 @@ type Options struct {
 	// BoskosLeaseTTL is how long a holder through the Boskos API keeps a
 	// resource without an update; default boskos.DefaultLeaseTTL.
 	BoskosLeaseTTL time.Duration
+	// BoskosRequestTTL is how long a Boskos client's request id keeps its
+	// place in the queue without a poll; default boskos.DefaultHold.
+	BoskosRequestTTL time.Duration
 }
 
 // StartupError is a problem found before serving: bad config, a data
@@ -232,7 +235,7 @@ func Run(ctx context.Context, opts Options) error {
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%s", host, ln.Addr())
 	apiOpts := api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion(), Replica: replica,
-		Boskos: boskos.New(boskos.Options{Engine: eng, Logger: log.With("api", "boskos"), LeaseTTL: opts.BoskosLeaseTTL})}
+		Boskos: boskos.New(boskos.Options{Engine: eng, Logger: log.With("api", "boskos"), LeaseTTL: opts.BoskosLeaseTTL, Hold: opts.BoskosRequestTTL})}
 	lead, _ := st.(store.Leadership)
 	if shared {
 		apiOpts.Leader = lead.Leader

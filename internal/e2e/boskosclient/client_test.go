@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -63,8 +64,11 @@ func (s *server) Log() string {
 // and returns once it listens.
 func serve(t testing.TB, args ...string) *server {
 	t.Helper()
-	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data", t.TempDir(),
-		"--boskos-config", "testdata/resources.yaml"}, args...)
+	base := []string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--boskos-config", "testdata/resources.yaml"}
+	if !slices.Contains(args, "--store") {
+		base = append(base, "--data", t.TempDir())
+	}
+	args = append(base, args...)
 	cmd := exec.Command(berthBin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -275,17 +279,20 @@ func TestAcquireWaitServesWaitersInOrder(t *testing.T) {
 	}
 }
 
-func TestAcquireWaitGivesUpWithContext(t *testing.T) {
-	s := serve(t)
-	holder := newClient(t, s, "holder")
+// cancelledWaiter has "holder" take solo-1 and "waiter" wait for it with
+// AcquireWait until it is queued, then cancels the wait, which gives up
+// with ErrNotFound.
+func cancelledWaiter(t *testing.T, s *server) (holder, waiter *client.Client) {
+	t.Helper()
+	holder = newClient(t, s, "holder")
 	if _, err := holder.Acquire("solo", common.Free, common.Busy); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := newClient(t, s, "waiter")
+	waiter = newClient(t, s, "waiter")
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.AcquireWait(ctx, "solo", common.Free, common.Busy)
+		_, err := waiter.AcquireWait(ctx, "solo", common.Free, common.Busy)
 		done <- err
 	}()
 	eventually(t, "the waiter is queued", func() bool { return waiters(t, s, "solo") == 1 })
@@ -293,6 +300,12 @@ func TestAcquireWaitGivesUpWithContext(t *testing.T) {
 	if err := <-done; !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("AcquireWait after cancel: %v; want ErrNotFound", err)
 	}
+	return holder, waiter
+}
+
+func TestAcquireWaitGivesUpWithContext(t *testing.T) {
+	s := serve(t)
+	_, c := cancelledWaiter(t, s)
 	//lint:ignore SA1012 the client's own check for a nil context is what is tested
 	if _, err := c.AcquireWait(nil, "solo", common.Free, common.Busy); !errors.Is(err, client.ErrContextRequired) {
 		t.Fatalf("AcquireWait(nil): %v", err)
