@@ -115,7 +115,9 @@ func fail(status int, format string, args ...any) error {
 // typeNotFound is the text the Boskos client looks for to tell an unknown
 // type from an exhausted one (its ErrTypeNotFound).
 func typeNotFound(typ string) string {
-	return fmt.Sprintf("resource type %q does not exist", store.Head(typ, maxEcho))
+	// Cut only past the longest type name: the Boskos client matches this
+	// text with the type it asked for.
+	return fmt.Sprintf("resource type %q does not exist", store.Head(typ, 253))
 }
 
 func (s *Server) only(method string, h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {

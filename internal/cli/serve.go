@@ -75,7 +75,6 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 				if err != nil {
 					return &exitError{code: ExitUsage, err: configError(err)}
 				}
-				b.SetBoskosLeaseTTL(o.BoskosLeaseTTL)
 				if err := o.Config.Merge(b, boskosFile); err != nil {
 					return &exitError{code: ExitUsage, err: mergeError(err)}
 				}
@@ -91,8 +90,10 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 				return usageErrorf("--store-timeout must be positive, not %s", o.StoreTimeout)
 			case o.BoskosLeaseTTL < time.Second:
 				return usageErrorf("--boskos-lease-ttl must be at least 1s, not %s", o.BoskosLeaseTTL)
-			case o.BoskosRequestTTL < time.Second:
-				return usageErrorf("--boskos-request-ttl must be at least 1s, not %s", o.BoskosRequestTTL)
+			case o.BoskosRequestTTL < 3*time.Second:
+				// The Boskos client polls every 3 s: a shorter hold would
+				// drop every waiter's place between its polls.
+				return usageErrorf("--boskos-request-ttl must be at least 3s (the Boskos client polls every 3 s), not %s", o.BoskosRequestTTL)
 			}
 			if o.DataDir == "" && o.Store == "" {
 				o.DataDir = "berth-data"

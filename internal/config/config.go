@@ -305,6 +305,12 @@ func (c *Config) Validate() []Problem {
 			} else {
 				claim(rp+".name", r.Name)
 			}
+			// The bounds a holder's /update keeps within (store.MergeUserData).
+			if len(r.UserData) > store.MaxUserDataKeys {
+				add(rp+".userData", "has %d keys, more than %d", len(r.UserData), store.MaxUserDataKeys)
+			} else if n := store.UserDataBytes(r.UserData); n > store.MaxUserDataBytes {
+				add(rp+".userData", "is %d bytes in all, more than %d", n, store.MaxUserDataBytes)
+			}
 			for _, k := range slices.Sorted(maps.Keys(r.UserData)) {
 				if k == "" || len(k) > 253 {
 					add(rp+".userData", "keys must be 1 to 253 characters")

@@ -505,6 +505,9 @@ func ValidateResource(name string, userData, labels map[string]string) error {
 	if len(userData) > maxMapKeys {
 		return berth.FieldErrorf("userData", "has more than %d keys", maxMapKeys)
 	}
+	if n := store.UserDataBytes(userData); n > store.MaxUserDataBytes {
+		return berth.FieldErrorf("userData", "is %d bytes in all, more than %d", n, store.MaxUserDataBytes)
+	}
 	for k, v := range userData {
 		if k == "" || len(k) > 253 {
 			return berth.FieldErrorf("userData", "keys must be 1 to 253 characters")

@@ -164,6 +164,11 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
+	if opts.BoskosLeaseTTL > 0 {
+		// The pools of a Boskos file hold their resources that long, a
+		// lease taken at once or handed to a waiter alike.
+		opts.Config.SetBoskosLeaseTTL(opts.BoskosLeaseTTL)
+	}
 	// Take the port first: a port already in use fails before the store is
 	// touched.
 	ln, err := net.Listen("tcp", opts.Listen)

@@ -654,9 +654,10 @@ const (
 
 // MergeUserData returns have with update merged in: a key whose new value
 // is "" is deleted, as Boskos merges a holder's user data. It refuses,
-// with an EInvalid error naming field, a merge whose result would exceed
-// MaxUserDataKeys or MaxUserDataBytes: repeated updates must not grow a
-// resource without bound.
+// with an EInvalid error naming field, a merge that grows the user data
+// past MaxUserDataKeys or MaxUserDataBytes: repeated updates must not grow
+// a resource without bound. One that does not grow it (a bare heartbeat,
+// a deletion) passes, whatever size the config gave the resource.
 func MergeUserData(field string, have, update map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(have)+len(update))
 	maps.Copy(out, have)
@@ -667,15 +668,20 @@ func MergeUserData(field string, have, update map[string]string) (map[string]str
 			out[k] = v
 		}
 	}
-	if len(out) > MaxUserDataKeys {
+	if len(out) > MaxUserDataKeys && len(out) > len(have) {
 		return nil, berth.FieldErrorf(field, "would have %d keys with this update, more than %d (send \"\" for a key to delete it)", len(out), MaxUserDataKeys)
 	}
-	n := 0
-	for k, v := range out {
-		n += len(k) + len(v)
-	}
-	if n > MaxUserDataBytes {
+	if n := UserDataBytes(out); n > MaxUserDataBytes && n > UserDataBytes(have) {
 		return nil, berth.FieldErrorf(field, "would be %d bytes with this update, more than %d", n, MaxUserDataBytes)
 	}
 	return out, nil
+}
+
+// UserDataBytes is the size of user data: its keys and values.
+func UserDataBytes(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
 }

@@ -319,11 +319,19 @@ func claimLease(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t t
 		return false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
 	}
 	// Claimed: from now on it is the waiter's, and ends as any lease does.
+	// The read above locked nothing: a reaper may have ended the lease
+	// since (and, it being unclaimed, handed the resource on). The update
+	// claims it only if it is still live; else there is nothing to claim.
 	if exp := t.Add(time.Duration(l.TTL)); exp.After(l.ExpiresAt) {
 		l.ExpiresAt = exp
 	}
-	if _, err := tx.Exec(ctx, "UPDATE leases SET expires_at = $1, claimed = true WHERE token = $2", nanos(l.ExpiresAt), l.Token); err != nil {
+	tag, err := tx.Exec(ctx, "UPDATE leases SET expires_at = $1, claimed = true WHERE token = $2 AND ended_at IS NULL AND expires_at > $3",
+		nanos(l.ExpiresAt), l.Token, nanos(t))
+	if err != nil {
 		return false, fmt.Errorf("claim lease: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
 	}
 	r, err := resourceGet(ctx, tx, l.Resource)
 	if err != nil {
@@ -650,10 +658,8 @@ func (s *Store) LeaseRelease(ctx context.Context, p *store.LeaseReleaseParams) (
 	// the one-statement path at once. That path declines, changing
 	// nothing, if a request waits or the resource has moved to another
 	// pool since (a config change); the general path below serves those.
-	// Not for the reaper: an expired lease may be a handoff its waiter
-	// never claimed, which the general path sends back to free.
 	leaseType, known := s.leaseTypes.take(p.ID)
-	if known && !p.Expired {
+	if known {
 		if res, err := s.releaseAtOnce(ctx, p, leaseType, decide(leaseType), t); err != nil || res != nil {
 			if err != nil {
 				return &store.LeaseReleaseResult{}, wrap("release", err)
@@ -704,7 +710,7 @@ func (s *Store) release(ctx context.Context, p *store.LeaseReleaseParams, decide
 	// The pool the resource is in now decides what becomes of it.
 	out := decide(resType)
 	to := out.To
-	if tryAtOnce && !p.Expired && (!waiting || to != berth.StateFree) {
+	if tryAtOnce && (!waiting || to != berth.StateFree) {
 		if res, err := s.releaseAtOnce(ctx, p, resType, out, t); err != nil || res != nil {
 			if err != nil {
 				return &store.LeaseReleaseResult{}, err
@@ -904,7 +910,9 @@ func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, 
 // unless the resource is retiring, is not of type $10 (the queue the
 // batch locked), or, to become free ($9), would find a request of that
 // type waiting.
-var releaseAtOnceSQL, releaseExpiredAtOnceSQL = releaseAtOnceQuery("expires_at > $1"), releaseAtOnceQuery("expires_at <= $1")
+// The Expired variant declines a handoff its waiter never claimed: the
+// general path sends that resource back to free.
+var releaseAtOnceSQL, releaseExpiredAtOnceSQL = releaseAtOnceQuery("expires_at > $1"), releaseAtOnceQuery("expires_at <= $1 AND claimed")
 
 func releaseAtOnceQuery(expiry string) string {
 	return `WITH l AS (

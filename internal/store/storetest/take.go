@@ -581,4 +581,21 @@ func testHeartbeatUserDataBounded(t *testing.T, s store.Store) {
 	if r := get(t, s, "r1"); len(r.UserData) != store.MaxUserDataKeys || r.UserData["one-too-many"] != "v" || r.UserData["k0"] != "" {
 		t.Fatalf("user data has %d keys", len(r.UserData))
 	}
+	// A resource that is over the bounds already (the store does not
+	// check what a config gives it) still takes heartbeats and deletions:
+	// only growth is refused.
+	over := map[string]string{}
+	for i := range store.MaxUserDataKeys + 10 {
+		over[fmt.Sprintf("k%d", i)] = "v"
+	}
+	sync(t, s, at(5*time.Second), pool("p", store.ResourceSpec{Name: "r1"}), pool("q", store.ResourceSpec{Name: "big", UserData: over}))
+	bl := mustLease(t, acquire(t, s, acq{typ: "q", now: at(6 * time.Second)}))
+	for i, ud := range []map[string]string{{}, {"k0": ""}, {"k1": "w"}} {
+		if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: bl.ID, Now: at(7 * time.Second), UserData: ud, UserDataField: "userdata"}); err != nil {
+			t.Fatalf("update %d of a resource over the bounds that does not grow it: %v", i, err)
+		}
+	}
+	if _, err := s.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: bl.ID, Now: at(8 * time.Second), UserData: map[string]string{"new": "v"}, UserDataField: "userdata"}); !errors.As(err, &be) {
+		t.Fatalf("growing it: %v, want invalid", err)
+	}
 }
