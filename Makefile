@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/berth-ci/berth/internal/buildinfo.Version=$(VERSION) \
 	-X github.com/berth-ci/berth/internal/buildinfo.Commit=$(COMMIT) \
 	-X github.com/berth-ci/berth/internal/buildinfo.BuildTime=$(BUILD_TIME)
 
-.PHONY: help tools build demo test lint vet fmt-check staticcheck unit bench bench-matrix clean
+.PHONY: help tools build demo test lint vet fmt-check staticcheck unit alerts-test bench bench-matrix clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ build: ## build bin/berth with version information
 demo: ## run a throw-away broker with demo pools on 127.0.0.1:7420
 	$(GO) run ./cmd/berth serve --demo
 
-test: lint unit ## everything CI checks: formatting, vet, staticcheck, all tests with the race detector
+test: lint alerts-test unit ## everything CI checks: formatting, vet, staticcheck, alert rules, all tests with the race detector
 
 # The PostgreSQL tests run against BERTH_TEST_POSTGRES. Unset, it defaults
 # to the local server below if one answers on its port; without one those
@@ -43,6 +43,12 @@ unit: ## all tests with the race detector (PostgreSQL ones too, see BERTH_TEST_P
 	else echo "PostgreSQL tests: SKIPPED (no BERTH_TEST_POSTGRES and nothing on 127.0.0.1:5432); set BERTH_TEST_POSTGRES=postgres://USER@HOST:PORT/DB to run them"; fi; \
 	$(GO) test -race -count=1 ./... && \
 	cd $(BOSKOS_TESTS) && $(GO) test -race -count=1 ./...
+
+# promtool comes with Debian's prometheus package (.ci/run installs it).
+alerts-test: ## check the shipped alert rules and run their unit tests with promtool
+	@command -v promtool >/dev/null || { echo "alerts-test needs promtool: apt-get install --no-install-recommends prometheus"; exit 1; }
+	promtool check rules deploy/prometheus/alerts.yaml
+	promtool test rules deploy/prometheus/alerts_test.yaml
 
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck
 

@@ -179,7 +179,10 @@ type Pool struct {
 	// Leasable counts the free resources an acquire may be given now:
 	// free, not retiring, and healthy enough for the pool.
 	Leasable int `json:"leasable"`
-	Waiters  int `json:"waiters"`
+	// Leased counts the resources held under a lease now: a job's, or a
+	// janitor's while it cleans.
+	Leased  int `json:"leased"`
+	Waiters int `json:"waiters"`
 }
 
 // Dynamic is the sizing policy of a dynamic pool.

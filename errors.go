@@ -30,6 +30,12 @@ const (
 	// EUnavailable: the broker cannot serve now (store down, shutting down);
 	// retrying later is right.
 	EUnavailable ErrorCode = "unavailable"
+	// EUnauthenticated: the request carries no credentials berth accepts
+	// (no token, an unknown or revoked one, no client certificate).
+	EUnauthenticated ErrorCode = "unauthenticated"
+	// EForbidden: the caller is known, but its role may not do this, or
+	// the lease is another's.
+	EForbidden ErrorCode = "forbidden"
 	// EInternal: a bug or an unexpected failure.
 	EInternal ErrorCode = "internal"
 )

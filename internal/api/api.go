@@ -22,6 +22,7 @@ import (
 	"github.com/berth-ci/berth/internal/boskos"
 	"github.com/berth-ci/berth/internal/buildinfo"
 	"github.com/berth-ci/berth/internal/lease"
+	"github.com/berth-ci/berth/internal/metrics"
 )
 
 // Options configure a Server.
@@ -40,6 +41,10 @@ type Options struct {
 	Leader func(ctx context.Context) (string, error)
 	// Boskos, if set, serves the Boskos-compatible endpoints at the root.
 	Boskos *boskos.Server
+	// Metrics, if set, records every request; MetricsHandler, if set,
+	// serves GET /metrics.
+	Metrics        *metrics.Metrics
+	MetricsHandler http.Handler
 }
 
 // Server is the HTTP handler for everything berth serves.
@@ -52,12 +57,17 @@ type Server struct {
 
 	replica string
 	leader  func(ctx context.Context) (string, error)
+
+	metrics *metrics.Metrics
+	// routes lists "METHOD pattern" for each route, for the test that
+	// keeps ops complete.
+	routes []string
 }
 
 // New returns the handler with every route registered.
 func New(opts Options) *Server {
 	s := &Server{engine: opts.Engine, log: opts.Logger, schema: opts.SchemaVersion, bodyTO: opts.BodyReadTimeout, mux: http.NewServeMux(),
-		replica: opts.Replica, leader: opts.Leader}
+		replica: opts.Replica, leader: opts.Leader, metrics: opts.Metrics}
 	if s.leader == nil {
 		s.leader = func(context.Context) (string, error) { return s.replica, nil }
 	}
@@ -70,6 +80,10 @@ func New(opts Options) *Server {
 	s.route("/healthz", methods{"GET": s.healthz})
 	s.route("/readyz", methods{"GET": s.readyz})
 	s.route("/version", methods{"GET": s.version})
+	if opts.MetricsHandler != nil {
+		h := opts.MetricsHandler
+		s.route("/metrics", methods{"GET": func(w http.ResponseWriter, r *http.Request) error { h.ServeHTTP(w, r); return nil }})
+	}
 
 	s.route("/v1/status", methods{"GET": s.status})
 	s.route("/v1/leases", methods{"POST": s.acquire})
@@ -118,6 +132,9 @@ func (s *Server) route(pattern string, m methods) {
 		allowed = append(allowed, "HEAD")
 	}
 	sort.Strings(allowed)
+	for k := range m {
+		s.routes = append(s.routes, k+" "+pattern)
+	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		method := r.Method
 		if method == http.MethodHead {
@@ -135,17 +152,29 @@ func (s *Server) route(pattern string, m methods) {
 	})
 }
 
-// ServeHTTP recovers from panics so that a bug answers 500 with the JSON
-// error shape and a log line, not a dropped connection.
+// ServeHTTP gives each request an id (X-Request-Id, in the answer and in
+// every log line about it), records it in the metrics, and recovers from
+// panics so that a bug answers 500 with the JSON error shape and a log
+// line, not a dropped connection.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	api := apiOf(r.URL.Path)
+	defer s.metrics.InFlight(api)()
+	id := requestID(r)
+	w.Header().Set(requestIDHeader, id)
+	r = r.WithContext(context.WithValue(r.Context(), logKey{}, s.log.With("request_id", id)))
+	rec := &recorder{ResponseWriter: w}
+	w = rec
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.logFrom(r.Context()).Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			noteError(w, berth.EInternal)
 			writeJSON(w, http.StatusInternalServerError, errorBody{Error: berth.Errorf(berth.EInternal, "internal error; see the server log")})
 		}
+		s.observe(r, rec, api, start)
 	}()
 	if r.URL.Path != "/" && r.URL.Path != path.Clean(r.URL.Path) {
 		// The mux would answer with an HTML redirect to the clean path;
@@ -173,11 +202,24 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// Readiness is the answer of GET /readyz.
+type Readiness struct {
+	Status string `json:"status"`
+	// SchemaVersion is the store's, which is this binary's (else it is
+	// not ready).
+	SchemaVersion int `json:"schemaVersion"`
+	// Pools counts the pools of the loaded config. berth serves nothing
+	// before its config is loaded and reconciled with the store.
+	Pools int `json:"pools"`
+}
+
+// readyz answers 200 while the store answers and is at this binary's
+// schema version, else 503 naming what is wrong.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.engine.Ready(r.Context()); err != nil {
-		return &berth.Error{Code: berth.EUnavailable, Message: "store unreachable: " + err.Error()}
+		return &berth.Error{Code: berth.EUnavailable, Message: "not ready: " + strings.Join(strings.Fields(err.Error()), " ")}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, Readiness{Status: "ready", SchemaVersion: s.schema, Pools: s.engine.PoolCount()})
 	return nil
 }
 

@@ -23,6 +23,10 @@ func statusOf(code berth.ErrorCode) int {
 		return http.StatusGone
 	case berth.ETooLarge:
 		return http.StatusRequestEntityTooLarge
+	case berth.EUnauthenticated:
+		return http.StatusUnauthorized
+	case berth.EForbidden:
+		return http.StatusForbidden
 	case berth.EMethod:
 		return http.StatusMethodNotAllowed
 	case berth.EUnavailable:
@@ -47,17 +51,18 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &be):
 	case errors.As(err, &se):
-		s.log.Error("store failure", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.logFrom(r.Context()).Error("store failure", "method", r.Method, "path", r.URL.Path, "err", err)
 		be = &berth.Error{Code: berth.EUnavailable, Message: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
 		// Not the caller's deadline: a bound inside berth (the store's
 		// per-call timeout) ran out.
-		s.log.Error("store did not answer in time", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.logFrom(r.Context()).Error("store did not answer in time", "method", r.Method, "path", r.URL.Path, "err", err)
 		be = &berth.Error{Code: berth.EUnavailable, Message: "store unavailable: no answer in time"}
 	default:
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.logFrom(r.Context()).Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		be = &berth.Error{Code: berth.EInternal, Message: "internal error; see the server log"}
 	}
+	noteError(w, be.Code)
 	writeJSON(w, statusOf(be.Code), errorBody{Error: be})
 }
 

@@ -72,7 +72,19 @@ type ProvisionerOptions struct {
 	// Poll, if set, makes the provisioner look at its pools at this
 	// interval too (for a store that several processes share).
 	Poll time.Duration
+	// Observer, if set, is told how each command ended (for metrics).
+	Observer ProvisionerObserver
 }
+
+// ProvisionerObserver is told how each provisioner ("create") and
+// deprovisioner ("delete") command ended, for metrics.
+type ProvisionerObserver interface {
+	ProvisionerRan(typ, action string, ok bool)
+}
+
+type noProvisionerObserver struct{}
+
+func (noProvisionerObserver) ProvisionerRan(string, string, bool) {}
 
 // Provisioner keeps dynamic pools at their size.
 type Provisioner struct {
@@ -103,6 +115,9 @@ func NewProvisioner(opts ProvisionerOptions) *Provisioner {
 	}
 	if opts.Owner == "" {
 		opts.Owner = DefaultProvisionerOwner
+	}
+	if opts.Observer == nil {
+		opts.Observer = noProvisionerObserver{}
 	}
 	p := &Provisioner{opts: opts, making: map[string]int{}, deleting: map[string]string{}, failures: map[string]int{},
 		retryAt: map[string]time.Time{}, finished: make(chan struct{}, 1)}
@@ -313,10 +328,12 @@ func (p *Provisioner) provision(ctx context.Context, d DynamicPool) {
 			p.failures[d.Type], p.retryAt[d.Type] = 0, time.Time{}
 			p.mu.Unlock()
 			log.Info("provisioned", "resource", added.Resource.Name)
+			p.opts.Observer.ProvisionerRan(d.Type, "create", true)
 			return
 		}
 		msg = "made " + shortQuote(out.Name) + ", which berth could not add: " + err.Error()
 	}
+	p.opts.Observer.ProvisionerRan(d.Type, "create", false)
 	p.mu.Lock()
 	p.failures[d.Type]++
 	wait := d.Backoff.Delay(p.failures[d.Type])
@@ -401,6 +418,7 @@ func (p *Provisioner) delete(ctx context.Context, d DynamicPool, name, reason st
 	case res.Err != nil:
 		msg = res.Describe()
 	}
+	p.opts.Observer.ProvisionerRan(d.Type, "delete", msg == "")
 	output := strings.TrimSpace(string(res.Stdout) + "\n" + res.Output)
 	after, err := p.opts.Engine.DeleteEnd(ctx, name, msg == "", msg, output, d.Backoff, p.opts.Owner)
 	switch {

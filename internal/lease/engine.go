@@ -103,6 +103,8 @@ type Options struct {
 	// ProbeNow, if set, asks for a resource to be probed at once: someone
 	// waits for it to be ready (WaitReady).
 	ProbeNow func(name string)
+	// Observer, if set, is told what the engine does (for metrics).
+	Observer Observer
 }
 
 // Engine is the lease engine. It is safe for concurrent use.
@@ -115,6 +117,7 @@ type Engine struct {
 	recheck time.Duration
 	// probeNow: see Options.ProbeNow.
 	probeNow func(name string)
+	observer Observer
 
 	// draining is closed when the server shuts down: long polls answer at
 	// once with their place in line, so the caller re-polls elsewhere (or
@@ -155,6 +158,7 @@ func New(opts Options) *Engine {
 		maxPoll:  opts.MaxPoll,
 		recheck:  opts.EventRecheck,
 		probeNow: opts.ProbeNow,
+		observer: opts.Observer,
 		pools:    map[string]Pool{},
 		waiters:  map[string]*waiter{},
 		changed:  make(chan struct{}),
@@ -165,6 +169,9 @@ func New(opts Options) *Engine {
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.observer == nil {
+		e.observer = noObserver{}
 	}
 	if e.grace <= 0 {
 		e.grace = DefaultGrace
@@ -208,7 +215,7 @@ func (e *Engine) SyncPools(ctx context.Context, pools []Pool, actor string) (*st
 	e.pools = m
 	e.mu.Unlock()
 	for _, h := range res.Handoffs {
-		e.wake(h.RequestID)
+		e.handedOff(h)
 	}
 	e.published()
 	for typ := range m {
@@ -408,6 +415,10 @@ func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, 
 	// request queued.
 	e.touch(p.Type)
 	if res.Lease != nil {
+		if res.Lease.AcquiredAt.Equal(now) {
+			// Granted by this call, not an earlier one retried.
+			e.observer.LeaseGranted(p.Type, -1)
+		}
 		e.published()
 		return &AcquireResult{Lease: res.Lease, Resource: res.Resource}, nil
 	}
@@ -670,7 +681,7 @@ func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, 
 // r moved on (nil if it left its pool), to the waiter of h if set.
 func (e *Engine) leaseEnded(l *berth.Lease, r *berth.Resource, h *store.Handoff) {
 	if h != nil {
-		e.wake(h.RequestID)
+		e.handedOff(*h)
 	}
 	e.published()
 	e.touchResource(l.Type, r)
@@ -701,8 +712,9 @@ func (e *Engine) ReapOnce(ctx context.Context) (int, error) {
 				to = string(res.Resource.State)
 			}
 			e.log.Info("lease expired", "lease", l.ID, "kind", l.Kind, "resource", l.Resource, "owner", l.Owner, "to", to)
+			e.observer.LeaseExpired(l.Type, l.Kind)
 			if res.Handoff != nil {
-				e.wake(res.Handoff.RequestID)
+				e.handedOff(*res.Handoff)
 			}
 			e.touchResource(l.Type, res.Resource)
 		}
@@ -728,6 +740,7 @@ func (e *Engine) reap(ctx context.Context, l *berth.Lease, now time.Time) (*stor
 		if err != nil {
 			return nil, err
 		}
+		e.cleaningEnded(l.Type, res.Event)
 		return &store.LeaseReleaseResult{Lease: res.Lease, Resource: res.Resource, Handoff: res.Handoff}, nil
 	}
 	pool := e.policyFor(l.Type)
@@ -824,7 +837,7 @@ func (e *Engine) published() {
 // following events or waiting for a resource to be ready.
 func (e *Engine) HealthRecorded(res *store.ResourceHealthResult) {
 	for _, h := range res.Handoffs {
-		e.wake(h.RequestID)
+		e.handedOff(h)
 	}
 	e.published()
 }

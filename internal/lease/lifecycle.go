@@ -237,6 +237,7 @@ func (e *Engine) CleanEnd(ctx context.Context, p CleanEndParams) (*CleanEndResul
 	if err != nil {
 		return nil, e.leaseError(ctx, p.ID, err)
 	}
+	e.cleaningEnded(res.Lease.Type, res.Event)
 	e.leaseEnded(res.Lease, res.Resource, res.Handoff)
 	return &CleanEndResult{Lease: res.Lease, Resource: res.Resource, Event: res.Event}, nil
 }
@@ -333,7 +334,7 @@ func (e *Engine) resourceError(name string, err error) error {
 // handed resources, and whoever follows events or the pool.
 func (e *Engine) adminDone(res *store.ResourceChangeResult, typ string) *ResourceChange {
 	for _, h := range res.Handoffs {
-		e.wake(h.RequestID)
+		e.handedOff(h)
 	}
 	if !res.Unchanged {
 		e.published()
@@ -434,7 +435,7 @@ func (e *Engine) DrainPool(ctx context.Context, p AdminParams) (*PoolDrainResult
 		return nil, storeError(err)
 	}
 	for _, h := range res.Handoffs {
-		e.wake(h.RequestID)
+		e.handedOff(h)
 	}
 	if !res.Unchanged {
 		e.published()

@@ -50,7 +50,7 @@ func (e *Engine) makeOnDemand(ctx context.Context, pool Pool, max int, why strin
 			return false
 		}
 		for _, h := range res.Handoffs {
-			e.wake(h.RequestID)
+			e.handedOff(h)
 		}
 		e.published()
 		e.touch(pool.Type)

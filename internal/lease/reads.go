@@ -116,3 +116,11 @@ func (e *Engine) Events(ctx context.Context, p *EventListParams, wait time.Durat
 func (e *Engine) Ready(ctx context.Context) error {
 	return e.store.Ping(ctx)
 }
+
+// PoolCount is how many pools the engine serves: those of the config it
+// was last given.
+func (e *Engine) PoolCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.pools)
+}

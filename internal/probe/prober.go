@@ -105,12 +105,20 @@ type Options struct {
 	// Notify, if set, is called after results were written that changed
 	// a resource's health or handed it to a waiter.
 	Notify func(*store.ResourceHealthResult)
+	// Observer, if set, is told each probe's result (for metrics).
+	Observer Observer
 	// OnStart and OnResult are for tests: OnStart is called when a probe
 	// has started (its timeout is running), OnResult when its result has
 	// been applied and, if it changed the resource's health, written.
 	// Both are called from the prober's loop and must not block.
 	OnStart  func(name string)
 	OnResult func(name string, r Result, h berth.Health)
+}
+
+// Observer is told each probe's result, for metrics. It is called from
+// the prober's loop and must not block.
+type Observer interface {
+	ProbeDone(typ string, ok bool, reason string, d time.Duration)
 }
 
 // Prober probes the resources of its pools and keeps their health in the
@@ -367,6 +375,9 @@ func (p *Prober) apply(ctx context.Context, res result) {
 		return
 	}
 	pool := t.pool
+	if p.opts.Observer != nil {
+		p.opts.Observer.ProbeDone(pool.Type, r.OK, string(r.Reason), p.clock.Since(res.started))
+	}
 	was := t.health
 	next := was
 	next.LastProbeTime = &res.started

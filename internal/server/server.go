@@ -17,12 +17,15 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/berth-ci/berth/internal/api"
 	"github.com/berth-ci/berth/internal/boskos"
 	"github.com/berth-ci/berth/internal/config"
 	"github.com/berth-ci/berth/internal/janitor"
 	"github.com/berth-ci/berth/internal/lease"
+	"github.com/berth-ci/berth/internal/metrics"
 	"github.com/berth-ci/berth/internal/probe"
 	"github.com/berth-ci/berth/internal/store"
 	"github.com/berth-ci/berth/internal/store/migrate"
@@ -182,7 +185,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer st.Close()
 
-	lo := lease.Options{Store: st, Clock: opts.Clock, Logger: log, Grace: opts.Grace, MaxPoll: opts.MaxPoll}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	// The engine, the prober and the API call the store through its
+	// timings; leadership and handoff listening (loops, not calls) use
+	// it as it is.
+	timed := m.Store(st)
+	lo := lease.Options{Store: timed, Clock: opts.Clock, Logger: log, Grace: opts.Grace, MaxPoll: opts.MaxPoll, Observer: m}
 	if _, shared := st.(store.HandoffListener); shared {
 		// Other replicas write events too, and do not say so.
 		lo.EventRecheck = eventRecheck
@@ -206,8 +215,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	eng := lease.New(lo)
 	if pools := opts.Config.ProbePools(); len(pools) > 0 {
-		prober, err = probe.New(probe.Options{Store: st, Clock: opts.Clock, Logger: log.With("loop", "prober"), Pools: pools,
-			Notify: eng.HealthRecorded})
+		prober, err = probe.New(probe.Options{Store: timed, Clock: opts.Clock, Logger: log.With("loop", "prober"), Pools: pools,
+			Notify: eng.HealthRecorded, Observer: m})
 		if err != nil {
 			return &StartupError{Err: fmt.Errorf("probes: %w", err)}
 		}
@@ -218,7 +227,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	_, shared := st.(store.Leadership)
-	runLifecycle := lifecycleLoops(opts, eng, log, shared)
+	runLifecycle := lifecycleLoops(opts, eng, m, log, shared)
 	synced, err := eng.SyncPools(ctx, opts.Config.EnginePools(), "config")
 	if err != nil {
 		return &StartupError{Err: err}
@@ -239,8 +248,16 @@ func Run(ctx context.Context, opts Options) error {
 	// This process's name among the replicas of one store.
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%s", host, ln.Addr())
+	metrics.RegisterState(reg, metrics.StateSource{Pools: eng.Pools, Ready: eng.Ready, Logger: log})
 	apiOpts := api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion(), Replica: replica,
-		Boskos: boskos.New(boskos.Options{Engine: eng, Logger: log.With("api", "boskos"), LeaseTTL: opts.BoskosLeaseTTL, Hold: opts.BoskosRequestTTL})}
+		Boskos:  boskos.New(boskos.Options{Engine: eng, Logger: log.With("api", "boskos"), LeaseTTL: opts.BoskosLeaseTTL, Hold: opts.BoskosRequestTTL}),
+		Metrics: m,
+		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+			Registry: reg, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			// A scrape that cannot be answered whole says so with a 500
+			// rather than with a partial page.
+			ErrorHandling: promhttp.HTTPErrorOnError,
+		})}
 	lead, _ := st.(store.Leadership)
 	if shared {
 		apiOpts.Leader = lead.Leader
@@ -262,6 +279,8 @@ func Run(ctx context.Context, opts Options) error {
 		wg.Go(func() {
 			lead.Lead(loops, replica, func(ctx context.Context) {
 				log.Info("leading: running the reaper, the prober, the janitor and the provisioner", "replica", replica)
+				m.SetLeader(true)
+				defer m.SetLeader(false)
 				var tasks sync.WaitGroup
 				tasks.Go(func() { eng.RunReaper(ctx, opts.ReapInterval) })
 				tasks.Go(func() { runProber(ctx) })
@@ -272,6 +291,7 @@ func Run(ctx context.Context, opts Options) error {
 			})
 		})
 	} else {
+		m.SetLeader(true)
 		wg.Go(func() { eng.RunReaper(loops, opts.ReapInterval) })
 		wg.Go(func() { runProber(loops) })
 		wg.Go(func() { runLifecycle(loops) })
@@ -333,7 +353,7 @@ func Run(ctx context.Context, opts Options) error {
 // lifecycleLoops returns what runs berth's own janitor and the provisioner
 // of dynamic pools until ctx ends. With a shared store they also look
 // every lifecyclePoll: what other replicas do is not announced here.
-func lifecycleLoops(opts Options, eng *lease.Engine, log *slog.Logger, shared bool) func(ctx context.Context) {
+func lifecycleLoops(opts Options, eng *lease.Engine, m *metrics.Metrics, log *slog.Logger, shared bool) func(ctx context.Context) {
 	var poll time.Duration
 	if shared {
 		poll = lifecyclePoll
@@ -341,7 +361,7 @@ func lifecycleLoops(opts Options, eng *lease.Engine, log *slog.Logger, shared bo
 	jp, dp := opts.Config.JanitorPools(), opts.Config.DynamicPools()
 	j := janitor.New(janitor.Options{Engine: eng, Clock: opts.Clock, Logger: log.With("loop", "janitor"), Pools: jp, Env: os.Environ(), Poll: poll})
 	p := janitor.NewProvisioner(janitor.ProvisionerOptions{Engine: eng, Clock: opts.Clock, Logger: log.With("loop", "provisioner"), Pools: dp,
-		Env: os.Environ(), Poll: poll})
+		Env: os.Environ(), Poll: poll, Observer: m})
 	return func(ctx context.Context) {
 		var wg sync.WaitGroup
 		if len(jp) > 0 {

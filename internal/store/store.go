@@ -350,6 +350,8 @@ type Handoff struct {
 	RequestID string
 	LeaseID   string
 	Type      string
+	// Waited is how long the request had waited in the queue.
+	Waited time.Duration
 }
 
 type LeaseTakeParams struct {

@@ -952,8 +952,8 @@ func qualified(table, columns string) string {
 // place and returns nil when none waits (r is then untouched).
 func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
 	var (
-		reqID, owner, dest string
-		reqExpiresAt       int64
+		reqID, owner, dest      string
+		reqExpiresAt, reqCreate int64
 	)
 	labels := r.Labels
 	if labels == nil {
@@ -962,11 +962,11 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 	// Only a resource healthy enough for its pool is handed over; one that
 	// is not stays free until a probe finds it so (see ResourceHealth).
 	// Nor one that an admin drained, alone or with its pool.
-	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at, dest FROM requests
+	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at, dest, created_at FROM requests
 		WHERE type = $1 AND expires_at > $2 AND $3::jsonb @> selector
 			AND EXISTS (SELECT 1 FROM resources WHERE name = $4 AND health_ok AND NOT draining AND NOT retiring)
 			AND NOT EXISTS (SELECT 1 FROM pool_drains d WHERE d.type = $1)
-		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt, &dest)
+		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt, &dest, &reqCreate)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -997,7 +997,7 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 		return nil, err
 	}
 	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.State(dest), "", t, owner, id
-	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type}, nil
+	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type, Waited: t.Sub(fromNanos(reqCreate))}, nil
 }
 
 func (s *Store) LeaseListExpired(ctx context.Context, p *store.LeaseListExpiredParams) ([]*berth.Lease, error) {

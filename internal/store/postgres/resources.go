@@ -208,19 +208,19 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 
 		rows, err = tx.Query(ctx, `SELECT type, state, health_status, count(*),
 			sum(CASE WHEN health_ok AND state = 'free' AND NOT retiring AND NOT draining THEN 1 ELSE 0 END),
-			sum(CASE WHEN draining THEN 1 ELSE 0 END)
+			sum(CASE WHEN draining THEN 1 ELSE 0 END), count(lease_id)
 			FROM resources GROUP BY type, state, health_status`)
 		if err != nil {
 			return fmt.Errorf("count resources: %w", err)
 		}
 		for rows.Next() {
 			var (
-				typ                   string
-				state                 berth.State
-				n, leasable, draining int
-				health                berth.HealthStatus
+				typ                           string
+				state                         berth.State
+				n, leasable, draining, leased int
+				health                        berth.HealthStatus
 			)
-			if err := rows.Scan(&typ, &state, &health, &n, &leasable, &draining); err != nil {
+			if err := rows.Scan(&typ, &state, &health, &n, &leasable, &draining, &leased); err != nil {
 				rows.Close()
 				return fmt.Errorf("count resources: %w", err)
 			}
@@ -235,6 +235,7 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 			p.Total += n
 			p.Health[health] += n
 			p.DrainingResources += draining
+			p.Leased += leased
 			if !p.Draining {
 				p.Leasable += leasable
 			}

@@ -597,19 +597,19 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 	if !ok {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at, dest FROM requests
+	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at, dest, created_at FROM requests
 		WHERE type = ? AND expires_at > ? ORDER BY priority DESC, seq`, r.Type, nanos(t))
 	if err != nil {
 		return nil, fmt.Errorf("find waiter: %w", err)
 	}
 	var (
-		found              bool
-		reqID, owner, dest string
-		reqExpiresAt       int64
+		found                   bool
+		reqID, owner, dest      string
+		reqExpiresAt, reqCreate int64
 	)
 	for rows.Next() {
 		var sel string
-		if err := rows.Scan(&reqID, &owner, &sel, &reqExpiresAt, &dest); err != nil {
+		if err := rows.Scan(&reqID, &owner, &sel, &reqExpiresAt, &dest, &reqCreate); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("find waiter: %w", err)
 		}
@@ -649,7 +649,7 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 		return nil, err
 	}
 	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.State(dest), "", t, owner, id
-	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type}, nil
+	return &store.Handoff{RequestID: reqID, LeaseID: id, Type: r.Type, Waited: t.Sub(fromNanos(reqCreate))}, nil
 }
 
 func (s *Store) LeaseListExpired(ctx context.Context, p *store.LeaseListExpiredParams) ([]*berth.Lease, error) {

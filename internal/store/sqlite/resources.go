@@ -187,19 +187,19 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 	}
 
 	rows, err = s.r.QueryContext(ctx, `SELECT type, state, health_status, count(*),
-		sum(health_ok AND state = 'free' AND retiring = 0 AND draining = 0), sum(draining)
+		sum(health_ok AND state = 'free' AND retiring = 0 AND draining = 0), sum(draining), count(lease_id)
 		FROM resources GROUP BY type, state, health_status`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: count resources: %w", err)
 	}
 	for rows.Next() {
 		var (
-			typ                   string
-			state                 berth.State
-			n, leasable, draining int
-			health                berth.HealthStatus
+			typ                           string
+			state                         berth.State
+			n, leasable, draining, leased int
+			health                        berth.HealthStatus
 		)
-		if err := rows.Scan(&typ, &state, &health, &n, &leasable, &draining); err != nil {
+		if err := rows.Scan(&typ, &state, &health, &n, &leasable, &draining, &leased); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("sqlite: count resources: %w", err)
 		}
@@ -214,6 +214,7 @@ func (s *Store) PoolList(ctx context.Context) ([]*berth.Pool, error) {
 		p.Total += n
 		p.Health[health] += n
 		p.DrainingResources += draining
+		p.Leased += leased
 		if !p.Draining {
 			p.Leasable += leasable
 		}

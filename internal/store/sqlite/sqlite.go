@@ -58,6 +58,9 @@ type Store struct {
 	cp *checkpointer
 	// path is the database file's absolute path.
 	path string
+	// schema is the version Open migrated the database to; Ping says
+	// when the file is at another (a newer berth migrated it since).
+	schema int
 }
 
 var _ store.Store = (*Store)(nil)
@@ -103,7 +106,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
-	s := &Store{w: w, wr: newWriter(conn), path: abs}
+	s := &Store{w: w, wr: newWriter(conn), path: abs, schema: SchemaVersion()}
+	if opts.upTo > 0 {
+		s.schema = opts.upTo
+	}
 	if err := s.migrate(ctx, opts.upTo); err != nil {
 		s.wr.close()
 		w.Close()
@@ -218,9 +224,12 @@ func (c *checkpointer) close() error {
 
 // Ping checks that the database answers a query.
 func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	var have int
+	if err := s.r.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM berth_migrations").Scan(&have); err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	if have != s.schema {
+		return fmt.Errorf("sqlite: the database schema is at version %d, this berth uses %d", have, s.schema)
 	}
 	return nil
 }

@@ -67,10 +67,10 @@ func Upgrade(t *testing.T, snapshot []byte, openNew func(t *testing.T) store.Sto
 		for _, c := range p.Health {
 			n += c
 		}
-		if n != p.Total || p.Health[berth.HealthUnknown] != p.Total || p.Leasable != p.States[berth.StateFree] {
-			t.Fatalf("pool %s after the upgrade: health %v, %d leasable, of %d (%v)", p.Type, p.Health, p.Leasable, p.Total, p.States)
+		if n != p.Total || p.Health[berth.HealthUnknown] != p.Total || p.Leasable != p.States[berth.StateFree] || p.Leased != p.States[berth.StateBusy] {
+			t.Fatalf("pool %s after the upgrade: health %v, %d leasable, %d leased, of %d (%v)", p.Type, p.Health, p.Leasable, p.Leased, p.Total, p.States)
 		}
-		p.Health, p.Leasable = nil, 0
+		p.Health, p.Leasable, p.Leased = nil, 0, 0
 	}
 	// Fields of issue 5: resources the old berth had came from its
 	// config and joined the store at their last change as far as anyone
