@@ -136,6 +136,10 @@ type Lease struct {
 	TTL       Duration   `json:"ttl"`
 	EndedAt   *time.Time `json:"endedAt,omitempty"`
 	RequestID string     `json:"requestId,omitempty"`
+	// Principal is the token (or client certificate) that acquired the
+	// lease; only it, or an admin, may heartbeat or end it. Empty when
+	// berth ran without authentication.
+	Principal string `json:"principal,omitempty"`
 }
 
 // Request is a waiting acquire. Requests of a type are served in order of
@@ -230,6 +234,9 @@ type Event struct {
 	// Output is what a janitor, provisioner or deprovisioner printed (the
 	// tail, bounded), on the event of its attempt.
 	Output string `json:"output,omitempty"`
+	// Remote is the address of the client whose request made the change;
+	// empty for berth's own loops (reaper, janitor, prober, config).
+	Remote string `json:"remote,omitempty"`
 }
 
 // ReleaseTarget is what the holder says about a resource it gives back.
@@ -278,3 +285,14 @@ func ValidName(s string) bool { return namePattern.MatchString(s) }
 // ValidLabelKey reports whether s is a label key in the Kubernetes style:
 // an optional DNS prefix and a slash, then a name of at most 63 characters.
 func ValidLabelKey(s string) bool { return labelPattern.MatchString(s) }
+
+// Token is a bearer token as berth keeps it: its name and role, never the
+// token itself (the store holds only its SHA-256).
+type Token struct {
+	Name      string    `json:"name"`
+	Role      Role      `json:"role"`
+	CreatedAt time.Time `json:"createdAt"`
+	// CreatedBy is who made it (the operator's name, or the admin token
+	// that created it).
+	CreatedBy string `json:"createdBy,omitempty"`
+}

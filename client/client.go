@@ -68,6 +68,9 @@ type Options struct {
 	MaxAttempts int
 	// UserAgent is sent with every request. Default "berth-go-client".
 	UserAgent string
+	// Token, if set, is sent as "Authorization: Bearer TOKEN" with every
+	// request: a berth that authenticates needs one (berth token create).
+	Token string
 }
 
 // Client talks to a berth server. It is safe for concurrent use.
@@ -78,6 +81,7 @@ type Client struct {
 	maxBackoff  time.Duration
 	maxAttempts int
 	userAgent   string
+	token       string
 	// attemptTimeout is added to the time the server may hold an attempt
 	// to make that attempt's deadline. Tests shorten it.
 	attemptTimeout time.Duration
@@ -100,6 +104,7 @@ func New(opts Options) (*Client, error) {
 		maxBackoff:     opts.MaxBackoff,
 		maxAttempts:    opts.MaxAttempts,
 		userAgent:      opts.UserAgent,
+		token:          opts.Token,
 		attemptTimeout: defaultAttemptTimeout,
 		abandonTimeout: 5 * time.Second,
 	}
@@ -324,6 +329,9 @@ func (c *Client) attempt(ctx context.Context, base string, r *request) (*respons
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

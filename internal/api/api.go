@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/auth"
 	"github.com/berth-ci/berth/internal/boskos"
 	"github.com/berth-ci/berth/internal/buildinfo"
 	"github.com/berth-ci/berth/internal/lease"
@@ -45,6 +46,9 @@ type Options struct {
 	// serves GET /metrics.
 	Metrics        *metrics.Metrics
 	MetricsHandler http.Handler
+	// Auth, if set, authenticates every request but the public ones and
+	// checks its role (see roles); nil serves everyone.
+	Auth *auth.Authenticator
 }
 
 // Server is the HTTP handler for everything berth serves.
@@ -59,6 +63,7 @@ type Server struct {
 	leader  func(ctx context.Context) (string, error)
 
 	metrics *metrics.Metrics
+	auth    *auth.Authenticator
 	// routes lists "METHOD pattern" for each route, for the test that
 	// keeps ops complete.
 	routes []string
@@ -67,7 +72,7 @@ type Server struct {
 // New returns the handler with every route registered.
 func New(opts Options) *Server {
 	s := &Server{engine: opts.Engine, log: opts.Logger, schema: opts.SchemaVersion, bodyTO: opts.BodyReadTimeout, mux: http.NewServeMux(),
-		replica: opts.Replica, leader: opts.Leader, metrics: opts.Metrics}
+		replica: opts.Replica, leader: opts.Leader, metrics: opts.Metrics, auth: opts.Auth}
 	if s.leader == nil {
 		s.leader = func(context.Context) (string, error) { return s.replica, nil }
 	}
@@ -180,6 +185,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The mux would answer with an HTML redirect to the clean path;
 		// an API client is better told plainly.
 		s.writeError(w, r, berth.Errorf(berth.ENotFound, "no such endpoint: %s %s (paths have no empty or dot segments)", r.Method, r.URL.Path))
+		return
+	}
+	p, err := s.authorize(r)
+	// The principal travels with the request: the events it causes
+	// record who and from where, and the engine checks that only a
+	// lease's holder ends it.
+	r = r.WithContext(berth.WithPrincipal(r.Context(), p))
+	if err != nil {
+		s.writeAuthError(w, r, err)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

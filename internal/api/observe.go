@@ -43,9 +43,6 @@ var ops = map[string]string{
 	"POST /v1/resources/{name}/retire":       "retire_resource",
 	"POST /v1/pools/{type}/drain":            "drain_pool",
 	"POST /v1/pools/{type}/undrain":          "undrain_pool",
-	"POST /v1/tokens":                        "create_token",
-	"GET /v1/tokens":                         "list_tokens",
-	"DELETE /v1/tokens/{name}":               "revoke_token",
 
 	// The Boskos-compatible endpoints, as Boskos names its handlers.
 	"POST /acquire":        "acquire",

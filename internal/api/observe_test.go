@@ -53,3 +53,23 @@ func TestRequestIDIsKeptOnlyIfSane(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryRouteHasARole: a route left out of roles would need an admin,
+// which is safe but surely not meant.
+func TestEveryRouteHasARole(t *testing.T) {
+	s := New(Options{Boskos: boskos.New(boskos.Options{}), MetricsHandler: http.NotFoundHandler()})
+	for _, r := range s.routes {
+		if _, ok := roles[r]; !ok && !public[r] {
+			t.Errorf("route %q has no role in roles", r)
+		}
+	}
+	for path := range boskosPaths {
+		method := http.MethodPost
+		if path == "/metric" {
+			method = http.MethodGet
+		}
+		if _, ok := roles[method+" "+path]; !ok {
+			t.Errorf("Boskos endpoint %s %s has no role", method, path)
+		}
+	}
+}

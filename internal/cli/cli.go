@@ -56,6 +56,7 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	server         string
+	tokenFile      string
 	// exitCode lets `run` exit with its command's code.
 	exitCode int
 	// tune, if set, adjusts client options (tests shorten retries).
@@ -133,6 +134,7 @@ Lease a resource for the length of a job:  berth run --type gce-project -- ./tes
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
 	root.PersistentFlags().StringVar(&e.server, "server", "", "broker URL(s), comma-separated (default $BERTH_SERVER, then "+DefaultServer+")")
+	root.PersistentFlags().StringVar(&e.tokenFile, "token-file", "", "file holding the bearer token to send (default: $BERTH_TOKEN)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErrorf("%v (see '%s --help')", err, c.CommandPath())
 	})
@@ -154,6 +156,7 @@ Lease a resource for the length of a job:  berth run --type gce-project -- ./tes
 		e.drainCommand(false),
 		e.janitorCommand(),
 		e.versionCommand(),
+		e.tokenCommand(),
 		e.benchCommand(),
 	)
 	return root
@@ -183,7 +186,11 @@ func (e *env) servers() []string {
 }
 
 func (e *env) clientFor(urls []string) (*client.Client, error) {
-	o := client.Options{Servers: urls, UserAgent: "berth-cli"}
+	token, err := e.readToken()
+	if err != nil {
+		return nil, err
+	}
+	o := client.Options{Servers: urls, UserAgent: "berth-cli", Token: token}
 	if e.tune != nil {
 		e.tune(&o)
 	}

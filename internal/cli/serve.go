@@ -123,6 +123,11 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 	f.DurationVar(&o.ReapInterval, "reap-interval", time.Second, "how often to look for expired leases")
 	f.DurationVar(&o.StoreTimeout, "store-timeout", 10*time.Second, "PostgreSQL: longest wait for the database on one call before answering 503")
 	f.DurationVar(&o.Grace, "wait-grace", 30*time.Second, "how long a waiter keeps its place after its long poll ends")
+	f.StringVar(&o.Auth, "auth", server.AuthAuto, "auto (tokens unless --listen is a loopback address), tokens, or none")
+	f.BoolVar(&o.Insecure, "insecure", false, "allow --auth none on an address that is not loopback")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with")
+	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&o.TLSClientCA, "tls-client-ca", "", "PEM CA whose client certificates authenticate: CN names the principal, O its role")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

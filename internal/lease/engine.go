@@ -548,6 +548,9 @@ type HeartbeatResult struct {
 // Heartbeat extends a lease by its TTL. A lease past its expiry cannot be
 // renewed: it is lost even if the reaper has not ended it yet.
 func (e *Engine) Heartbeat(ctx context.Context, id string) (*HeartbeatResult, error) {
+	if _, err := e.holder(ctx, id); err != nil {
+		return nil, err
+	}
 	res, err := e.store.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: id, Now: e.clock.Now()})
 	if err != nil {
 		return nil, e.leaseError(ctx, id, err)
@@ -659,8 +662,12 @@ func (e *Engine) Release(ctx context.Context, p ReleaseParams) (*ReleaseResult, 
 	if err := CheckText("reason", p.Reason); err != nil {
 		return nil, err
 	}
+	forced, err := e.holder(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
 	res, err := e.store.LeaseRelease(ctx, &store.LeaseReleaseParams{
-		ID: p.ID, Reason: p.Reason, Actor: p.Actor, Now: e.clock.Now(),
+		ID: p.ID, Reason: withForced(forced, p.Reason), Actor: p.Actor, Now: e.clock.Now(),
 		Decide: func(typ string) store.Outcome { return outcome(e.policyFor(typ), p.To) },
 	})
 	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {

@@ -229,6 +229,11 @@ func (e *Engine) CleanEnd(ctx context.Context, p CleanEndParams) (*CleanEndResul
 	}
 	// Output is what a program printed: kept, less any NUL.
 	p.Output = StripNUL(p.Output)
+	forced, err := e.holder(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	p.Message = withForced(forced, p.Message)
 	res, err := e.store.CleanEnd(ctx, &store.CleanEndParams{ID: p.ID, OK: p.OK, Quarantine: p.Quarantine, Abandon: p.Abandon,
 		Message: p.Message, Output: p.Output, Policy: e.cleanPolicy, Actor: p.Actor, Now: e.clock.Now()})
 	if errors.Is(err, store.ErrLeaseEnded) && res != nil && res.Lease != nil && res.Lease.Status == berth.LeaseReleased {

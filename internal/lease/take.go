@@ -172,6 +172,9 @@ func (e *Engine) Update(ctx context.Context, id string, userData map[string]stri
 			return nil, berth.FieldErrorf("userdata", "contains a NUL byte")
 		}
 	}
+	if _, err := e.holder(ctx, id); err != nil {
+		return nil, err
+	}
 	res, err := e.store.LeaseHeartbeat(ctx, &store.LeaseHeartbeatParams{ID: id, Now: e.clock.Now(), UserData: userData, UserDataField: "userdata"})
 	if err != nil {
 		return nil, e.leaseError(ctx, id, err)
@@ -200,6 +203,11 @@ func (e *Engine) ReleaseTo(ctx context.Context, p ReleaseToParams) (*berth.Resou
 	if err := validateReleaseDest(p.To); err != nil {
 		return nil, err
 	}
+	forced, err := e.holder(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	p.Reason = withForced(forced, p.Reason)
 	l, err := e.store.LeaseGet(ctx, p.ID)
 	if err != nil {
 		return nil, e.leaseError(ctx, p.ID, err)
@@ -295,6 +303,7 @@ func (e *Engine) Reset(ctx context.Context, p ResetParams) (map[string]string, e
 	if _, ok := e.pool(typ); !ok {
 		return out, nil
 	}
+	ctx = context.WithValue(ctx, anyHolder{}, true)
 	rs, err := e.store.ResourceList(ctx, &store.ResourceListParams{Type: typ, State: state})
 	if err != nil {
 		return nil, storeError(err)

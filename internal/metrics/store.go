@@ -162,3 +162,19 @@ func (s *timedStore) Check(ctx context.Context) error {
 	_, err := timed(s, "Check", func() (struct{}, error) { return struct{}{}, s.st.Check(ctx) })
 	return err
 }
+
+func (s *timedStore) TokenCreate(ctx context.Context, p *store.TokenCreateParams) (*berth.Token, error) {
+	return timed(s, "TokenCreate", func() (*berth.Token, error) { return s.st.TokenCreate(ctx, p) })
+}
+
+func (s *timedStore) TokenList(ctx context.Context) ([]*berth.Token, error) {
+	return timed(s, "TokenList", func() ([]*berth.Token, error) { return s.st.TokenList(ctx) })
+}
+
+func (s *timedStore) TokenByHash(ctx context.Context, hash string) (*berth.Token, error) {
+	return timed(s, "TokenByHash", func() (*berth.Token, error) { return s.st.TokenByHash(ctx, hash) })
+}
+
+func (s *timedStore) TokenRevoke(ctx context.Context, p *store.TokenRevokeParams) (*berth.Token, error) {
+	return timed(s, "TokenRevoke", func() (*berth.Token, error) { return s.st.TokenRevoke(ctx, p) })
+}

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/berth-ci/berth/internal/api"
+	"github.com/berth-ci/berth/internal/auth"
 	"github.com/berth-ci/berth/internal/boskos"
 	"github.com/berth-ci/berth/internal/config"
 	"github.com/berth-ci/berth/internal/janitor"
@@ -69,6 +71,13 @@ type Options struct {
 	// BoskosRequestTTL is how long a Boskos client's request id keeps its
 	// place in the queue without a poll; default boskos.DefaultHold.
 	BoskosRequestTTL time.Duration
+	// Auth is AuthAuto (the default), AuthTokens or AuthNone; Insecure
+	// allows AuthNone on an address that is not loopback.
+	Auth     string
+	Insecure bool
+	// TLSCert and TLSKey, if set, serve HTTPS; TLSClientCA also accepts
+	// client certificates it signed as credentials.
+	TLSCert, TLSKey, TLSClientCA string
 }
 
 // StartupError is a problem found before serving: bad config, a data
@@ -172,6 +181,14 @@ func Run(ctx context.Context, opts Options) error {
 		// lease taken at once or handed to a waiter alike.
 		opts.Config.SetBoskosLeaseTTL(opts.BoskosLeaseTTL)
 	}
+	authenticate, err := authMode(opts)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := tlsConfig(opts)
+	if err != nil {
+		return err
+	}
 	// Take the port first: a port already in use fails before the store is
 	// touched.
 	ln, err := net.Listen("tcp", opts.Listen)
@@ -179,6 +196,9 @@ func Run(ctx context.Context, opts Options) error {
 		return startupf("listen on %s: %w", opts.Listen, err)
 	}
 	defer ln.Close()
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
 	st, err := OpenStore(ctx, opts)
 	if err != nil {
 		return err
@@ -249,9 +269,21 @@ func Run(ctx context.Context, opts Options) error {
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%s", host, ln.Addr())
 	metrics.RegisterState(reg, metrics.StateSource{Pools: eng.Pools, Ready: eng.Ready, Logger: log})
+	var authenticator *auth.Authenticator
+	if authenticate {
+		authenticator = auth.New(auth.Options{Store: timed, Clock: opts.Clock})
+		if toks, err := st.TokenList(ctx); err == nil && len(toks) == 0 && opts.TLSClientCA == "" {
+			log.Warn("authentication is on and there are no tokens yet: every request but the probes is refused; make one with berth token create NAME --role admin (with this --data or --store)")
+		}
+	} else if loopback(opts.Listen) {
+		log.Info("serving without authentication on a loopback address", "addr", opts.Listen)
+	} else {
+		log.Warn("serving without authentication (--insecure): anyone who reaches this address may do anything", "addr", opts.Listen)
+	}
 	apiOpts := api.Options{Engine: eng, Logger: log, SchemaVersion: st.SchemaVersion(), Replica: replica,
 		Boskos:  boskos.New(boskos.Options{Engine: eng, Logger: log.With("api", "boskos"), LeaseTTL: opts.BoskosLeaseTTL, Hold: opts.BoskosRequestTTL}),
 		Metrics: m,
+		Auth:    authenticator,
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			Registry: reg, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 			// A scrape that cannot be answered whole says so with a 500
@@ -325,7 +357,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "url", scheme(tlsCfg)+"://"+ln.Addr().String(), "auth", authenticate)
 	if opts.OnListening != nil {
 		opts.OnListening(ln.Addr())
 	}

@@ -134,6 +134,18 @@ type Store interface {
 	// leased or not in From. To is never free: nobody is handed it.
 	ResourceSetState(ctx context.Context, p *ResourceSetStateParams) (*berth.Resource, error)
 
+	// TokenCreate stores a bearer token's hash under a name, with an event
+	// (kind admin); an EConflict error if the name is taken.
+	TokenCreate(ctx context.Context, p *TokenCreateParams) (*berth.Token, error)
+	// TokenList lists the tokens by name.
+	TokenList(ctx context.Context) ([]*berth.Token, error)
+	// TokenByHash returns the token whose SHA-256 is hash; ErrNotFound if
+	// there is none (never made, or revoked).
+	TokenByHash(ctx context.Context, hash string) (*berth.Token, error)
+	// TokenRevoke deletes a token, with an event; ErrNotFound if none has
+	// the name.
+	TokenRevoke(ctx context.Context, p *TokenRevokeParams) (*berth.Token, error)
+
 	// Check verifies the store's invariants (one active lease per resource
 	// at most, leased states backed by an active lease, and so on) and
 	// returns an error describing every violation it finds.
@@ -640,6 +652,19 @@ type ResourceDeleteEndParams struct {
 	Now         time.Time
 }
 
+// Audited makes e say who caused it: the principal of the request whose
+// write records it, if it has one — its name replaces the actor the
+// engine named (a job's owner, an admin's claimed name), which a client
+// could choose freely — and its address.
+func Audited(e *berth.Event, p berth.Principal) {
+	if p.Name != "" {
+		e.Actor = p.Name
+	}
+	if p.Remote != "" {
+		e.Remote = p.Remote
+	}
+}
+
 // UnclaimedReason is the reason given when a lease handed to a waiter
 // runs out before the waiter came for it.
 func UnclaimedReason(l *berth.Lease) string {
@@ -687,3 +712,24 @@ func UserDataBytes(m map[string]string) int {
 	}
 	return n
 }
+
+type TokenCreateParams struct {
+	Name string
+	Role berth.Role
+	// Hash is the hex SHA-256 of the token.
+	Hash  string
+	Actor string
+	Now   time.Time
+}
+
+type TokenRevokeParams struct {
+	Name  string
+	Actor string
+	Now   time.Time
+}
+
+// Reasons of the events of token changes (kind admin).
+const (
+	ReasonTokenCreated = "token-created"
+	ReasonTokenRevoked = "token-revoked"
+)

@@ -26,18 +26,23 @@ func (e *events) flush(ctx context.Context, tx pgx.Tx) error {
 	var (
 		times, tokens                                = make([]int64, n), make([]int64, n)
 		res, typ, kind, from, to, reason, actor, ids = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		msg, out                                     = make([]string, n), make([]string, n)
+		msg, out, remote                             = make([]string, n), make([]string, n), make([]string, n)
 	)
+	// An event a request caused records its principal as the actor, and
+	// its address; see store.Audited.
+	who, _ := berth.PrincipalFrom(ctx)
 	for i, ev := range e.list {
+		store.Audited(ev, who)
+		remote[i] = ev.Remote
 		times[i], tokens[i] = nanos(ev.Time), ev.Token
 		res[i], typ[i], kind[i], from[i], to[i] = ev.Resource, ev.Type, string(ev.Kind), ev.From, ev.To
 		reason[i], actor[i], ids[i], msg[i], out[i] = ev.Reason, ev.Actor, ev.LeaseID, ev.Message, ev.Output
 	}
 	// WITH ORDINALITY and ORDER BY keep the ids in the order of the list.
-	if _, err := tx.Exec(ctx, `INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output)
-		SELECT a, b, c, d, e, f, g, h, i, j, k, l FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, h, i, j, k, l, o) ORDER BY o`,
-		times, res, typ, kind, from, to, reason, actor, ids, tokens, msg, out); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output, remote)
+		SELECT a, b, c, d, e, f, g, h, i, j, k, l, m FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[]) WITH ORDINALITY AS x(a, b, c, d, e, f, g, h, i, j, k, l, m, o) ORDER BY o`,
+		times, res, typ, kind, from, to, reason, actor, ids, tokens, msg, out, remote); err != nil {
 		return fmt.Errorf("write events: %w", err)
 	}
 	e.list = e.list[:0]
@@ -130,7 +135,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 		}
 		where = append(where, "(written_at IS NULL OR written_at < "+arg(horizon)+")")
 	}
-	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output FROM events`
+	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output, remote FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -153,7 +158,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 			e berth.Event
 			t int64
 		)
-		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message, &e.Output); err != nil {
+		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message, &e.Output, &e.Remote); err != nil {
 			return nil, fmt.Errorf("postgres: list events: %w", err)
 		}
 		e.Time = fromNanos(t)

@@ -14,7 +14,7 @@ import (
 	"github.com/berth-ci/berth/internal/store"
 )
 
-const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason, kind`
+const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason, kind, principal`
 
 func scanLease(row pgx.Row) (*berth.Lease, error) {
 	var d leaseDest
@@ -36,7 +36,7 @@ type leaseDest struct {
 
 func (d *leaseDest) dest() []any {
 	l := &d.l
-	return []any{&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &d.reqID, &d.ttl, &d.acq, &d.exp, &d.ended, &d.endReason, &l.Kind}
+	return []any{&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &d.reqID, &d.ttl, &d.acq, &d.exp, &d.ended, &d.endReason, &l.Kind, &l.Principal}
 }
 
 func (d *leaseDest) lease() *berth.Lease {
@@ -235,8 +235,11 @@ func (s *Store) leaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 // the general path, one statement at a time, sorts those out.
 func (s *Store) acquireAtOnce(ctx context.Context, p *store.LeaseAcquireParams, t time.Time) (*store.LeaseAcquireResult, error) {
 	id := berth.NewID()
-	args := []any{nanos(t), p.Owner, id, p.Type, nullString(p.RequestID), int64(p.LeaseTTL), nanos(t.Add(p.LeaseTTL)), p.Actor,
-		string(berth.EventLease), string(berth.StateFree), string(berth.StateBusy), "leased to " + p.Owner}
+	who, _ := berth.PrincipalFrom(ctx)
+	ev := &berth.Event{Actor: p.Actor}
+	store.Audited(ev, who)
+	args := []any{nanos(t), p.Owner, id, p.Type, nullString(p.RequestID), int64(p.LeaseTTL), nanos(t.Add(p.LeaseTTL)), ev.Actor,
+		string(berth.EventLease), string(berth.StateFree), string(berth.StateBusy), "leased to " + p.Owner, who.Name, ev.Remote}
 	q := acquireAtOnceSQL
 	if len(p.Selector) > 0 {
 		q = acquireAtOnceSelectorSQL
@@ -267,7 +270,7 @@ func (s *Store) acquireAtOnce(ctx context.Context, p *store.LeaseAcquireParams, 
 		Resource: r,
 		Lease: &berth.Lease{
 			ID: id, Token: ld.l.Token, Kind: berth.LeaseUse, Owner: p.Owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
-			AcquiredAt: t, ExpiresAt: t.Add(p.LeaseTTL), TTL: berth.Duration(p.LeaseTTL), RequestID: p.RequestID,
+			AcquiredAt: t, ExpiresAt: t.Add(p.LeaseTTL), TTL: berth.Duration(p.LeaseTTL), RequestID: p.RequestID, Principal: who.Name,
 		},
 	}, nil
 }
@@ -275,8 +278,9 @@ func (s *Store) acquireAtOnce(ctx context.Context, p *store.LeaseAcquireParams, 
 // acquireAtOnceSQL takes the free resource of type $4 that has been free
 // longest, if request $5 (NULL for none) neither waits nor holds a live
 // lease, and writes its lease $3 and the lease's event. Its variant with
-// a selector adds "labels @> $13".
-var acquireAtOnceSQL, acquireAtOnceSelectorSQL = acquireAtOnceQuery(""), acquireAtOnceQuery(" AND labels @> $13")
+// a selector adds "labels @> $15". $13 is the principal that holds the
+// lease, $14 the client's address for the event.
+var acquireAtOnceSQL, acquireAtOnceSelectorSQL = acquireAtOnceQuery(""), acquireAtOnceQuery(" AND labels @> $15")
 
 func acquireAtOnceQuery(selector string) string {
 	return `WITH pick AS (
@@ -291,12 +295,12 @@ func acquireAtOnceQuery(selector string) string {
 		WHERE name = (SELECT name FROM pick)
 		RETURNING ` + resourceColumns + `
 	), lease AS (
-		INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at)
-		SELECT $3, name, type, $2, $5, $6::bigint, $1, $7::bigint FROM taken
+		INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, principal)
+		SELECT $3, name, type, $2, $5, $6::bigint, $1, $7::bigint, $13::text FROM taken
 		RETURNING token
 	), event AS (
-		INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
-		SELECT $1, taken.name, taken.type, $9::text, $10::text, $11::text, 'acquired', $8::text, $3, lease.token, $12::text FROM taken, lease
+		INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, remote)
+		SELECT $1, taken.name, taken.type, $9::text, $10::text, $11::text, 'acquired', $8::text, $3, lease.token, $12::text, $14::text FROM taken, lease
 	)
 	SELECT lease.token, ` + resourceColumns + ` FROM taken, lease`
 }
@@ -399,6 +403,9 @@ type grantArgs struct {
 	evKind  berth.EventKind
 	// unclaimed marks a lease handed to a waiter that has not come for it.
 	unclaimed bool
+	// principal holds the lease: the waiting request's for a handoff,
+	// else the caller's (from ctx).
+	principal string
 }
 
 // recordLease writes the lease row and queues its event for r, which the
@@ -417,9 +424,13 @@ func recordLease(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, 
 		g.evKind = berth.EventLease
 	}
 	var token int64
-	err := tx.QueryRow(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind, claimed)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING token`,
-		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind), !g.unclaimed).Scan(&token)
+	if g.principal == "" && !g.unclaimed {
+		p, _ := berth.PrincipalFrom(ctx)
+		g.principal = p.Name
+	}
+	err := tx.QueryRow(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind, claimed, principal)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING token`,
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind), !g.unclaimed, g.principal).Scan(&token)
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
@@ -428,7 +439,7 @@ func recordLease(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, 
 		Message: g.message})
 	return &berth.Lease{
 		ID: g.id, Token: token, Kind: g.kind, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
-		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID,
+		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID, Principal: g.principal,
 	}, nil
 }
 
@@ -479,8 +490,9 @@ func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time
 	if dest == "" {
 		dest = berth.StateBusy
 	}
-	err = tx.QueryRow(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at, dest)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq`, p.RequestID, p.Type, p.Owner, p.Priority, sel, nanos(t), nanos(p.WaitUntil), string(dest)).Scan(&seq)
+	who, _ := berth.PrincipalFrom(ctx)
+	err = tx.QueryRow(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at, dest, principal)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq`, p.RequestID, p.Type, p.Owner, p.Priority, sel, nanos(t), nanos(p.WaitUntil), string(dest), who.Name).Scan(&seq)
 	if err != nil {
 		return nil, false, fmt.Errorf("queue request: %w", err)
 	}
@@ -880,6 +892,11 @@ func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, 
 	}
 	to := out.To
 	stateReason := store.ReleaseReason(out, p.Reason)
+	// The event's actor and address, as store.Audited has them: $7 (""
+	// for the lease's owner) and $12.
+	who, _ := berth.PrincipalFrom(ctx)
+	ev := &berth.Event{Actor: p.Actor}
+	store.Audited(ev, who)
 	var (
 		ld  leaseDest
 		rd  resourceDest
@@ -888,8 +905,8 @@ func (s *Store) releaseAtOnce(ctx context.Context, p *store.LeaseReleaseParams, 
 	if berr := s.grouped(ctx, func(b *pgx.Batch) {
 		b.Queue(queueLockShared, typ)
 		b.Queue("SELECT 1 FROM leases l JOIN resources r ON r.name = l.resource WHERE l.id = $1 FOR UPDATE", p.ID)
-		b.Queue(q, nanos(t), string(status), p.ID, string(to), stateReason, string(berth.EventLease), p.Actor, p.Reason,
-			string(berth.StateFree), typ, out.Deep && to == berth.StateDirty).QueryRow(func(row pgx.Row) error {
+		b.Queue(q, nanos(t), string(status), p.ID, string(to), stateReason, string(berth.EventLease), ev.Actor, p.Reason,
+			string(berth.StateFree), typ, out.Deep && to == berth.StateDirty, ev.Remote).QueryRow(func(row pgx.Row) error {
 			err = row.Scan(append(ld.dest(), rd.dest()...)...)
 			return nil
 		})
@@ -930,8 +947,8 @@ func releaseAtOnceQuery(expiry string) string {
 		FROM l WHERE resources.name = l.resource
 		RETURNING ` + qualified("resources", resourceColumns) + `
 	), event AS (
-		INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message)
-		SELECT $1, moved.name, moved.type, $6::text, old.state, $4::text, $2::text, coalesce(nullif($7::text, ''), l.owner), l.id, l.token, $8::text
+		INSERT INTO events (time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, remote)
+		SELECT $1, moved.name, moved.type, $6::text, old.state, $4::text, $2::text, coalesce(nullif($7::text, ''), l.owner), l.id, l.token, $8::text, $12::text
 		FROM l, old, moved
 	)
 	SELECT ` + qualified("l", leaseColumns) + `, moved.* FROM l, moved`
@@ -952,8 +969,8 @@ func qualified(table, columns string) string {
 // place and returns nil when none waits (r is then untouched).
 func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t time.Time, ttl time.Duration, actor string) (*store.Handoff, error) {
 	var (
-		reqID, owner, dest      string
-		reqExpiresAt, reqCreate int64
+		reqID, owner, dest, principal string
+		reqExpiresAt, reqCreate       int64
 	)
 	labels := r.Labels
 	if labels == nil {
@@ -962,11 +979,11 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 	// Only a resource healthy enough for its pool is handed over; one that
 	// is not stays free until a probe finds it so (see ResourceHealth).
 	// Nor one that an admin drained, alone or with its pool.
-	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at, dest, created_at FROM requests
+	err := tx.QueryRow(ctx, `SELECT id, owner, expires_at, dest, created_at, principal FROM requests
 		WHERE type = $1 AND expires_at > $2 AND $3::jsonb @> selector
 			AND EXISTS (SELECT 1 FROM resources WHERE name = $4 AND health_ok AND NOT draining AND NOT retiring)
 			AND NOT EXISTS (SELECT 1 FROM pool_drains d WHERE d.type = $1)
-		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt, &dest, &reqCreate)
+		ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED`, r.Type, nanos(t), labels, r.Name).Scan(&reqID, &owner, &reqExpiresAt, &dest, &reqCreate, &principal)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -993,7 +1010,7 @@ func handoff(ctx context.Context, tx pgx.Tx, ev *events, r *berth.Resource, t ti
 		exp = re
 	}
 	if _, err := recordLease(ctx, tx, ev, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff",
-		to: berth.State(dest), unclaimed: true}); err != nil {
+		to: berth.State(dest), unclaimed: true, principal: principal}); err != nil {
 		return nil, err
 	}
 	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.State(dest), "", t, owner, id

@@ -13,8 +13,8 @@ import (
 var insertEventSQL = func() (qs [eventChunk + 1]string) {
 	for n := 1; n <= eventChunk; n++ {
 		qs[n] = `INSERT INTO events
-	(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output)
-	VALUES ` + rows("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", n)
+	(time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output, remote)
+	VALUES ` + rows("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", n)
 	}
 	return qs
 }()
@@ -30,9 +30,12 @@ func newEventWriter(_ context.Context, tx *wtx) (*eventWriter, error) {
 	return &eventWriter{tx: tx}, nil
 }
 
+// write queues e. An event a request caused records its principal as the
+// actor, and its address; see store.Audited.
 func (w *eventWriter) write(e *berth.Event) error {
+	store.Audited(e, w.tx.principal)
 	w.tx.addEvent(nanos(e.Time), e.Resource, e.Type, string(e.Kind), e.From, e.To,
-		e.Reason, e.Actor, e.LeaseID, e.Token, e.Message, e.Output)
+		e.Reason, e.Actor, e.LeaseID, e.Token, e.Message, e.Output, e.Remote)
 	return nil
 }
 
@@ -67,7 +70,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 		where = append(where, "id > ?")
 		args = append(args, p.AfterID)
 	}
-	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output FROM events`
+	q := `SELECT id, time, resource, type, kind, from_state, to_state, reason, actor, lease_id, token, message, output, remote FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -91,7 +94,7 @@ func (s *Store) EventList(ctx context.Context, p *store.EventListParams) ([]*ber
 			e berth.Event
 			t int64
 		)
-		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message, &e.Output); err != nil {
+		if err := rows.Scan(&e.ID, &t, &e.Resource, &e.Type, &e.Kind, &e.From, &e.To, &e.Reason, &e.Actor, &e.LeaseID, &e.Token, &e.Message, &e.Output, &e.Remote); err != nil {
 			return nil, fmt.Errorf("sqlite: list events: %w", err)
 		}
 		e.Time = fromNanos(t)

@@ -13,7 +13,7 @@ import (
 	"github.com/berth-ci/berth/internal/store"
 )
 
-const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason, kind`
+const leaseColumns = `token, id, resource, type, owner, request_id, ttl, acquired_at, expires_at, ended_at, end_reason, kind, principal`
 
 func scanLease(row scanner) (*berth.Lease, error) {
 	var (
@@ -23,7 +23,7 @@ func scanLease(row scanner) (*berth.Lease, error) {
 		ended         sql.NullInt64
 		endReason     string
 	)
-	if err := row.Scan(&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &reqID, &ttl, &acq, &exp, &ended, &endReason, &l.Kind); err != nil {
+	if err := row.Scan(&l.Token, &l.ID, &l.Resource, &l.Type, &l.Owner, &reqID, &ttl, &acq, &exp, &ended, &endReason, &l.Kind, &l.Principal); err != nil {
 		return nil, err
 	}
 	l.RequestID = reqID.String
@@ -57,6 +57,12 @@ func leaseGet(ctx context.Context, q querier, id string) (*berth.Lease, error) {
 		return nil, fmt.Errorf("get lease: %w", err)
 	}
 	return l, nil
+}
+
+// principalName is the name of the principal ctx carries, "" if none.
+func principalName(ctx context.Context) string {
+	p, _ := berth.PrincipalFrom(ctx)
+	return p.Name
 }
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
@@ -201,6 +207,9 @@ type grantArgs struct {
 	evKind  berth.EventKind
 	// unclaimed marks a lease handed to a waiter that has not come for it.
 	unclaimed bool
+	// principal holds the lease: the waiting request's for a handoff,
+	// else the caller's (from ctx).
+	principal string
 }
 
 // recordLease writes the lease row and its event for r, which the caller
@@ -218,9 +227,12 @@ func recordLease(ctx context.Context, tx *wtx, r *berth.Resource, from berth.Sta
 	if g.evKind == "" {
 		g.evKind = berth.EventLease
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind, claimed)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind), !g.unclaimed)
+	if g.principal == "" && !g.unclaimed {
+		g.principal = principalName(ctx)
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO leases (id, resource, type, owner, request_id, ttl, acquired_at, expires_at, kind, claimed, principal)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.id, r.Name, r.Type, g.owner, nullString(g.requestID), int64(g.ttl), nanos(g.now), nanos(g.expires), string(g.kind), !g.unclaimed, g.principal)
 	if err != nil {
 		return nil, fmt.Errorf("insert lease: %w", err)
 	}
@@ -236,7 +248,7 @@ func recordLease(ctx context.Context, tx *wtx, r *berth.Resource, from berth.Sta
 	}
 	return &berth.Lease{
 		ID: g.id, Token: token, Kind: g.kind, Owner: g.owner, Resource: r.Name, Type: r.Type, Status: berth.LeaseActive,
-		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID,
+		AcquiredAt: g.now, ExpiresAt: g.expires, TTL: berth.Duration(g.ttl), RequestID: g.requestID, Principal: g.principal,
 	}, nil
 }
 
@@ -291,8 +303,8 @@ func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.T
 	if dest == "" {
 		dest = berth.StateBusy
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at, dest)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, p.RequestID, p.Type, p.Owner, p.Priority, string(sel), nanos(t), nanos(p.WaitUntil), string(dest))
+	res, err := tx.ExecContext(ctx, `INSERT INTO requests (id, type, owner, priority, selector, created_at, expires_at, dest, principal)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.RequestID, p.Type, p.Owner, p.Priority, string(sel), nanos(t), nanos(p.WaitUntil), string(dest), principalName(ctx))
 	if err != nil {
 		return nil, false, fmt.Errorf("queue request: %w", err)
 	}
@@ -597,19 +609,19 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 	if !ok {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at, dest, created_at FROM requests
+	rows, err := tx.QueryContext(ctx, `SELECT id, owner, selector, expires_at, dest, created_at, principal FROM requests
 		WHERE type = ? AND expires_at > ? ORDER BY priority DESC, seq`, r.Type, nanos(t))
 	if err != nil {
 		return nil, fmt.Errorf("find waiter: %w", err)
 	}
 	var (
-		found                   bool
-		reqID, owner, dest      string
-		reqExpiresAt, reqCreate int64
+		found                         bool
+		reqID, owner, dest, principal string
+		reqExpiresAt, reqCreate       int64
 	)
 	for rows.Next() {
 		var sel string
-		if err := rows.Scan(&reqID, &owner, &sel, &reqExpiresAt, &dest, &reqCreate); err != nil {
+		if err := rows.Scan(&reqID, &owner, &sel, &reqExpiresAt, &dest, &reqCreate, &principal); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("find waiter: %w", err)
 		}
@@ -645,7 +657,7 @@ func handoff(ctx context.Context, tx *wtx, r *berth.Resource, t time.Time, ttl t
 		exp = re
 	}
 	if _, err := recordLease(ctx, tx, r, berth.StateFree, grantArgs{id: id, owner: owner, requestID: reqID, ttl: ttl, expires: exp, now: t, actor: actor, reason: "handoff",
-		to: berth.State(dest), unclaimed: true}); err != nil {
+		to: berth.State(dest), unclaimed: true, principal: principal}); err != nil {
 		return nil, err
 	}
 	r.State, r.StateReason, r.StateChangedAt, r.Owner, r.LeaseID = berth.State(dest), "", t, owner, id

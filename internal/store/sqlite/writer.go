@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/berth-ci/berth"
 	"runtime"
 	"sync"
 )
@@ -178,6 +179,7 @@ func (w *writer) attempt(ops []*op, savepoints bool) (errs []error, retry bool) 
 	}
 	ok := 0
 	for i, o := range ops {
+		tx.principal, _ = berth.PrincipalFrom(o.ctx)
 		if !savepoints {
 			if errs[i] = call(o.fn, tx); errs[i] != nil {
 				_, _ = tx.exec("ROLLBACK")
@@ -290,10 +292,13 @@ type wtx struct {
 	// before the commit: an event is an append that nothing in the same
 	// transaction reads back.
 	events []any
+	// principal made the write now running (from its context): its
+	// events record it.
+	principal berth.Principal
 }
 
 // eventCols is the number of parameters one event takes.
-const eventCols = 12
+const eventCols = 13
 
 // eventChunk is how many events one INSERT writes.
 const eventChunk = 64

@@ -76,7 +76,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"HealthWritesDoNotHideResources", testHealthWritesDoNotHideResources},
 		{"HealthReprobe", testHealthReprobe},
 	}
-	for _, c := range append(append(cases, lifecycleCases...), takeCases...) {
+	for _, c := range append(append(append(cases, lifecycleCases...), takeCases...), authCases...) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			s := newStore(t)
