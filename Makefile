@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/berth-ci/berth/internal/buildinfo.Version=$(VERSION) \
 	-X github.com/berth-ci/berth/internal/buildinfo.Commit=$(COMMIT) \
 	-X github.com/berth-ci/berth/internal/buildinfo.BuildTime=$(BUILD_TIME)
 
-.PHONY: help tools build demo test lint vet fmt-check staticcheck unit alerts-test bench bench-matrix clean
+.PHONY: help tools build demo test lint vet fmt-check staticcheck unit alerts-test fuzz bench bench-matrix clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ build: ## build bin/berth with version information
 demo: ## run a throw-away broker with demo pools on 127.0.0.1:7420
 	$(GO) run ./cmd/berth serve --demo
 
-test: lint alerts-test unit ## everything CI checks: formatting, vet, staticcheck, alert rules, all tests with the race detector
+test: lint alerts-test unit fuzz ## everything CI checks: formatting, vet, staticcheck, alert rules, all tests with the race detector, a short fuzz
 
 # The PostgreSQL tests run against BERTH_TEST_POSTGRES. Unset, it defaults
 # to the local server below if one answers on its port; without one those
@@ -49,6 +49,16 @@ alerts-test: ## check the shipped alert rules and run their unit tests with prom
 	@command -v promtool >/dev/null || { echo "alerts-test needs promtool: apt-get install --no-install-recommends prometheus"; exit 1; }
 	promtool check rules deploy/prometheus/alerts.yaml
 	promtool test rules deploy/prometheus/alerts_test.yaml
+
+# Each fuzz target runs for FUZZTIME (CI: 10s each; longer runs, with
+# their figures, are in BENCHMARKS.md). A failing input is written under
+# the package's testdata/fuzz, where it stays as a regression test.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := internal/api:FuzzNativeAPI internal/api:FuzzBoskosAPI internal/config:FuzzParse internal/config:FuzzParseBoskos
+
+fuzz: ## run every fuzz target for FUZZTIME
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($(FUZZTIME))"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); done
 
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck
 

@@ -122,6 +122,10 @@ func New(opts Options) *Server {
 	return s
 }
 
+// Routes lists "METHOD pattern" for every route of the native API, for
+// the tests that visit each one.
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
+
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // methods maps HTTP methods to handlers for one path, so that a wrong

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/internal/lease"
@@ -385,6 +386,10 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) error {
 			return fail(http.StatusRequestEntityTooLarge, "%s: user data is larger than %d bytes", op, maxBody)
 		}
 		return fail(http.StatusBadRequest, "%s: cannot read the body: %v", op, err)
+	}
+	if !utf8.Valid(body) {
+		// JSON decoding would turn the bad bytes into U+FFFD, silently.
+		return fail(http.StatusBadRequest, "%s: user data is not valid UTF-8", op)
 	}
 	var userData map[string]string
 	if len(strings.TrimSpace(string(body))) > 0 {

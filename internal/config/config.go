@@ -173,7 +173,14 @@ func (e *ValidationError) Lines() []string {
 			b.WriteString(p.Path + ": ")
 		}
 		b.WriteString(p.Message)
-		out = append(out, b.String())
+		// One line each, whatever the file held: a value quoted into a
+		// message may carry a line break or a control character.
+		out = append(out, strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return ' '
+			}
+			return r
+		}, b.String()))
 	}
 	return out
 }
