@@ -173,6 +173,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			status = http.StatusNotFound
 		case berth.EConflict:
 			status = http.StatusConflict
+		case berth.EForbidden, berth.EUnauthenticated:
+			// Not 401: the Boskos client reads that as "in use".
+			status = http.StatusForbidden
 		case berth.ELeaseLost:
 			status = http.StatusGone
 		case berth.EUnavailable:

@@ -65,7 +65,7 @@ func (s *server) Log() string {
 func serve(t testing.TB, args ...string) *server {
 	t.Helper()
 	base := []string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--boskos-config", "testdata/resources.yaml"}
-	if !slices.Contains(args, "--store") {
+	if !slices.Contains(args, "--store") && !slices.Contains(args, "--data") {
 		base = append(base, "--data", t.TempDir())
 	}
 	args = append(base, args...)
