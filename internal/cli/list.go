@@ -223,14 +223,14 @@ func (e *env) printEvents(evs []*berth.Event, asJSON, header, output bool) error
 	}
 	t := newTable(e.stdout)
 	if header {
-		t.row("TIME", "RESOURCE", "KIND", "TRANSITION", "REASON", "ACTOR", "MESSAGE")
+		t.row("TIME", "RESOURCE", "KIND", "TRANSITION", "REASON", "ACTOR", "FROM", "MESSAGE")
 	}
 	for _, ev := range evs {
 		tr := "-"
 		if ev.From != "" || ev.To != "" {
 			tr = dash(ev.From) + " → " + dash(ev.To)
 		}
-		t.row(ev.Time.Local().Format("2006-01-02 15:04:05.000"), dash(ev.Resource), string(ev.Kind), tr, dash(ev.Reason), dash(ev.Actor), dash(ev.Message))
+		t.row(ev.Time.Local().Format("2006-01-02 15:04:05.000"), dash(ev.Resource), string(ev.Kind), tr, dash(ev.Reason), dash(ev.Actor), dash(ev.Remote), dash(ev.Message))
 		if output && ev.Output != "" {
 			// Below its event, out of the table's columns.
 			if err := t.flush(); err != nil {
