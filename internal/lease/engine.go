@@ -118,6 +118,7 @@ type Engine struct {
 	// probeNow: see Options.ProbeNow.
 	probeNow func(name string)
 	observer Observer
+	holders  holders
 
 	// draining is closed when the server shuts down: long polls answer at
 	// once with their place in line, so the caller re-polls elsewhere (or
@@ -369,7 +370,12 @@ func (e *Engine) validateAcquire(p *AcquireParams) (Pool, error) {
 // that ends without a resource returns the request and its position; the
 // caller keeps that place for the engine's grace period and reclaims it by
 // calling again with the same RequestID.
-func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (*AcquireResult, error) {
+func (e *Engine) Acquire(ctx context.Context, p AcquireParams) (out *AcquireResult, err error) {
+	defer func() {
+		if out != nil {
+			e.holders.remember(out.Lease)
+		}
+	}()
 	pool, err := e.validateAcquire(&p)
 	if err != nil {
 		return nil, err

@@ -97,7 +97,12 @@ type CleanClaimResult struct {
 // dirty again. With Wait, it waits for a resource to become dirty (or its
 // backoff to pass). Finding nothing is not an error: the result has no
 // lease (see NothingToClean).
-func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (*CleanClaimResult, error) {
+func (e *Engine) CleanClaim(ctx context.Context, p CleanClaimParams) (out *CleanClaimResult, err error) {
+	defer func() {
+		if out != nil {
+			e.holders.remember(out.Lease)
+		}
+	}()
 	pool, err := e.validateClean(&p)
 	if err != nil {
 		return nil, err

@@ -78,7 +78,14 @@ func unavailable(s berth.State) bool {
 
 // Take leases resources by state. Nothing to take is an EExhausted error
 // with the request's rank in TakeResult alongside.
-func (e *Engine) Take(ctx context.Context, p TakeParams) (*TakeResult, error) {
+func (e *Engine) Take(ctx context.Context, p TakeParams) (out *TakeResult, err error) {
+	defer func() {
+		if out != nil {
+			for _, l := range out.Leases {
+				e.holders.remember(l)
+			}
+		}
+	}()
 	if err := ValidateOwner("owner", p.Owner); err != nil {
 		return nil, err
 	}
