@@ -35,6 +35,13 @@ func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
 	if _, err := fmt.Fprintf(conn, "POST /v1/leases HTTP/1.1\r\nHost: berth\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:half]); err != nil {
 		t.Fatal(err)
 	}
+	// Until berth has begun the request (read its headers), a SIGTERM
+	// would close a connection it has not accepted yet: wait for it, as
+	// the gauge of requests in flight counts it (the scrape counts too).
+	waitFor(t, "berth to begin the request", func() bool {
+		_, body, _ := call(t, "GET", srv.URL+"/metrics", "", "")
+		return strings.Contains(body, `berth_requests_in_flight{api="native"} 2`)
+	})
 	srv.signal(syscall.SIGTERM)
 	waitFor(t, "berth to log that it is shutting down", func() bool { return strings.Contains(srv.Log(), "shutting down") })
 	// It no longer accepts connections.

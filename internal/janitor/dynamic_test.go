@@ -122,7 +122,12 @@ func TestProvisionerReplacesAfterLifespan(t *testing.T) {
 		t.Fatalf("the leased resource: %+v", r.resource(held.Resource.Name))
 	}
 	r.release(held.Lease.ID, berth.ReleaseFree, "")
-	r.waitFor("the released old one to be deleted", func() bool { return len(r.deleted()) == 3 })
+	// The deprovisioner's log is written before berth records the
+	// outcome: wait for the record, not for the log.
+	r.waitFor("the released old one to be deleted", func() bool {
+		_, err := r.eng.Resource(context.Background(), held.Resource.Name)
+		return len(r.deleted()) == 3 && berth.ErrorCodeOf(err) == berth.ENotFound
+	})
 	evs := r.events(held.Resource.Name, berth.EventProvision)
 	if got := reasonsOf(evs); !slices.Equal(got, []string{"provisioned", "deprovisioning", "deprovisioned"}) {
 		t.Fatalf("events of %s: %v", held.Resource.Name, got)
