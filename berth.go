@@ -156,6 +156,9 @@ type Request struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	// Position is 1 for the request that is served next.
 	Position int `json:"position"`
+	// Principal is the token that made the request; only it, or an
+	// admin, may cancel it. Empty without authentication.
+	Principal string `json:"principal,omitempty"`
 }
 
 // Pool is a type's resources with its policy and the current counts.

@@ -62,6 +62,9 @@ var roles = map[string]berth.Role{
 // path no route serves).
 func (s *Server) routeKey(r *http.Request) string {
 	_, pattern := s.mux.Handler(r)
+	// Kept on the request: one refused here never reaches the mux, and
+	// its metrics and log line still name its operation.
+	r.Pattern = pattern
 	method := r.Method
 	if method == http.MethodHead {
 		method = http.MethodGet
@@ -94,7 +97,7 @@ func (s *Server) authorize(r *http.Request) (berth.Principal, error) {
 		return anon, err
 	}
 	if !p.Role.Allows(need) {
-		return p, berth.Errorf(berth.EForbidden, "%s is a %s; %s %s needs a %s", p.Name, p.Role, r.Method, r.URL.Path, need)
+		return p, berth.Errorf(berth.EForbidden, "%s has the role %s; %s %s needs %s", p.Name, p.Role, r.Method, r.URL.Path, need)
 	}
 	return p, nil
 }

@@ -48,8 +48,10 @@ func Hash(token string) string {
 
 // ValidName says whether name may name a token: it is recorded as the
 // actor of every event its holder causes.
+// Names that start with "berth-" are berth's own actors (berth-janitor,
+// berth-provisioner), which no token may pose as.
 func ValidName(name string) bool {
-	return name != "" && len(name) <= 63 && berth.ValidName(name)
+	return name != "" && len(name) <= 63 && berth.ValidName(name) && !strings.HasPrefix(name, "berth-")
 }
 
 // Options configure an Authenticator.
@@ -132,7 +134,8 @@ func bearer(r *http.Request) (string, bool) {
 	if h == "" {
 		return "", false
 	}
-	if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+	// The scheme's name is case-insensitive (RFC 9110).
+	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
 		return strings.TrimSpace(tok), true
 	}
 	if _, pass, ok := r.BasicAuth(); ok {

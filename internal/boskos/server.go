@@ -262,6 +262,9 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := s.engine.PoolPolicy(typ); !ok {
 		return fail(http.StatusNotFound, "Acquire failed: %s", typeNotFound(typ))
 	}
+	if err := janitorWork(r.Context(), "Acquire failed", state, dest); err != nil {
+		return err
+	}
 	var (
 		l   *berth.Lease
 		res *berth.Resource
@@ -310,6 +313,9 @@ func (s *Server) acquireByState(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	state, dest, owner := berth.State(q.Get("state")), berth.State(q.Get("dest")), q.Get("owner")
+	if err := janitorWork(r.Context(), "AcquireByState failed", state, dest); err != nil {
+		return err
+	}
 	names := strings.Split(q.Get("names"), ",")
 	t, err := s.engine.Take(r.Context(), lease.TakeParams{Names: names, From: state, To: dest, Owner: owner, LeaseTTL: s.ttl})
 	var be *berth.Error
@@ -325,6 +331,19 @@ func (s *Server) acquireByState(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, out)
 	return nil
+}
+
+// janitorWork refuses a client the leases that are a janitor's: taking a
+// resource that is not free (a dirty one, to clean or to skip its
+// cleaning) or leasing one to cleaning. Boskos has one endpoint for jobs
+// and janitors alike; berth's roles tell them apart by what they take.
+// Without authentication (no principal name), anyone may.
+func janitorWork(ctx context.Context, op string, state, dest berth.State) error {
+	p, ok := berth.PrincipalFrom(ctx)
+	if !ok || p.Name == "" || p.Role.Allows(berth.RoleJanitor) || state == berth.StateFree && dest != berth.StateCleaning {
+		return nil
+	}
+	return fail(http.StatusForbidden, "%s: %s has the role %s; taking %s resources to %s is a janitor's work", op, p.Name, p.Role, echo(string(state)), echo(string(dest)))
 }
 
 // held finds the lease by which owner holds the resource name: 404 if

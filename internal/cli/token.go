@@ -71,7 +71,7 @@ new token, and refuses a revoked one, within 2 seconds.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if !auth.ValidName(name) {
-				return usageErrorf("token name %q must be 1 to 63 letters, digits, '.', '_' or '-': it names the actor of every event the token causes", name)
+				return usageErrorf("token name %q must be 1 to 63 letters, digits, '.', '_' or '-', not starting with berth- (berth's own): it names the actor of every event the token causes", name)
 			}
 			if !berth.ValidRole(berth.Role(role)) {
 				return usageErrorf("--role must be viewer, client, janitor or admin, not %q", role)

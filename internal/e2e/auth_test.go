@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/berth-ci/berth"
@@ -202,5 +206,118 @@ func TestServeRefusesToServeOthersWithoutAuth(t *testing.T) {
 	}
 	if !strings.Contains(srv.Log(), `"auth":false`) {
 		t.Errorf("the listening line does not say auth is off:\n%s", srv.Log())
+	}
+}
+
+// TestClientsDoNoJanitorsWork: with tokens, a client's token cannot skip
+// or fake a cleaning, through the Boskos endpoints or berth's own, nor
+// touch berth's janitor's lease, nor cancel or reuse another token's
+// request. (Found by the issue 7 review.)
+func TestClientsDoNoJanitorsWork(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, fmt.Sprintf(`pools:
+  - type: ext
+    resources: [ext-1]
+    janitor: {external: true}
+  - type: disk
+    resources: [disk-1]
+    janitor: {command: [%q, %q]}
+  - type: one
+    resources: [one-1]
+`, testdata(t, "janitor.sh"), dir))
+	jobA := makeToken(t, dir, "job-a", "client")
+	jobB := makeToken(t, dir, "job-b", "client")
+	jan := makeToken(t, dir, "jan", "janitor")
+	if _, errOut, code := runCLI(t, "", nil, "token", "create", "berth-janitor", "--role", "admin", "--data", dir); code != 2 || !strings.Contains(errOut, "berth-") {
+		t.Fatalf("a token posing as berth's janitor: exit %d: %s", code, errOut)
+	}
+	srv := startServer(t, "--config", cfg, "--data", dir, "--auth", "tokens")
+	boskos := func(token, path string, q url.Values) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", srv.URL+path+"?"+q.Encode(), nil)
+		req.SetBasicAuth("x", token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// ext-1 goes dirty.
+	if c := boskos(jobA, "/acquire", url.Values{"type": {"ext"}, "state": {"free"}, "dest": {"busy"}, "owner": {"a"}}); c != 200 {
+		t.Fatalf("acquire ext: %d", c)
+	}
+	if c := boskos(jobA, "/release", url.Values{"name": {"ext-1"}, "owner": {"a"}, "dest": {"dirty"}}); c != 200 {
+		t.Fatalf("release ext-1: %d", c)
+	}
+	// A client may not take it dirty, to clean it or to skip the cleaning.
+	for _, dest := range []string{"cleaning", "busy"} {
+		if c := boskos(jobA, "/acquire", url.Values{"type": {"ext"}, "state": {"dirty"}, "dest": {dest}, "owner": {"a"}}); c != 403 {
+			t.Errorf("a client takes a dirty resource to %s: %d, want 403", dest, c)
+		}
+	}
+	if c := boskos(jobA, "/acquirebystate", url.Values{"names": {"ext-1"}, "state": {"dirty"}, "dest": {"busy"}, "owner": {"a"}}); c != 403 {
+		t.Errorf("a client takes dirty ext-1 by name: %d, want 403", c)
+	}
+	if c := boskos(jan, "/acquire", url.Values{"type": {"ext"}, "state": {"dirty"}, "dest": {"cleaning"}, "owner": {"jan"}}); c != 200 {
+		t.Errorf("the janitor claims ext-1: %d", c)
+	}
+
+	// berth's own janitor's lease is its own: block its command, and try.
+	if err := os.WriteFile(filepath.Join(dir, "block"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := runCLI(t, srv.URL, []string{"BERTH_TOKEN=" + jobA}, "acquire", "--type", "disk", "--owner", "a", "--json")
+	var got struct{ Lease berth.Lease }
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil {
+		t.Fatalf("acquire disk: %d %s", code, out)
+	}
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/leases/"+got.Lease.ID+"/release", jobA, ""); code != 200 {
+		t.Fatalf("release disk-1: %d %s", code, body)
+	}
+	var cleaning string
+	waitFor(t, "berth's janitor to be cleaning disk-1", func() bool {
+		_, body, _ := call(t, "GET", srv.URL+"/v1/resources/disk-1", jobA, "")
+		var r struct{ Resource berth.Resource }
+		_ = json.Unmarshal([]byte(body), &r)
+		cleaning = r.Resource.LeaseID
+		return r.Resource.State == berth.StateCleaning
+	})
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/leases/"+cleaning+"/heartbeat", jobA, ""); code != 403 {
+		t.Errorf("a client heartbeats berth's janitor's lease: %d %s", code, body)
+	}
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/cleanings/"+cleaning+"/finish", jan, `{"output": "done"}`); code != 403 {
+		t.Errorf("another janitor finishes berth's cleaning: %d %s", code, body)
+	}
+	if c := boskos(jobA, "/release", url.Values{"name": {"disk-1"}, "owner": {"berth-janitor"}, "dest": {"free"}}); c != 403 {
+		t.Errorf("a client releases berth's janitor's cleaning to free: %d, want 403", c)
+	}
+	_ = os.Remove(filepath.Join(dir, "block"))
+	if b, err := os.ReadFile(filepath.Join(dir, "blocked")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+
+	// Requests: another token may neither cancel one nor use its id.
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/leases", jobA, `{"type": "one", "owner": "a", "requestId": "rq-a"}`); code != 200 {
+		t.Fatalf("job-a leases one-1: %d %s", code, body)
+	}
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/leases", jobB, `{"type": "one", "owner": "a", "requestId": "rq-a"}`); code != 403 {
+		t.Errorf("job-b acquires with job-a's request id: %d %s", code, body)
+	}
+	if code, body, _ := call(t, "POST", srv.URL+"/v1/leases", jobB, `{"type": "one", "owner": "b", "requestId": "rq-b", "wait": "1ms"}`); code != 202 {
+		t.Fatalf("job-b waits: %d %s", code, body)
+	}
+	if code, body, _ := call(t, "DELETE", srv.URL+"/v1/requests/rq-b", jobA, ""); code != 403 {
+		t.Errorf("job-a cancels job-b's request: %d %s", code, body)
+	}
+	if code, body, _ := call(t, "DELETE", srv.URL+"/v1/requests/rq-b", jobB, ""); code != 204 {
+		t.Errorf("job-b cancels its request: %d %s", code, body)
+	}
+	// A request refused for its token is counted under its operation.
+	_, body, _ := call(t, "GET", srv.URL+"/metrics", "", "")
+	if !strings.Contains(body, `berth_requests_total{api="native",code="403",op="cancel_request"}`) {
+		t.Errorf("a refused cancel is not counted as cancel_request")
 	}
 }

@@ -114,6 +114,10 @@ func (j *Janitor) Run(ctx context.Context) {
 // free slots, and starts cleaning each. It returns the earliest time a
 // resource waiting out a backoff may be claimed (zero if none).
 func (j *Janitor) RunOnce(ctx context.Context) time.Time {
+	// berth's janitor holds its cleaning leases as a principal of its own:
+	// with authentication on, no token but an admin's may heartbeat or
+	// end them.
+	ctx = berth.WithPrincipal(ctx, berth.Principal{Name: j.opts.Owner, Role: berth.RoleJanitor})
 	var next time.Time
 	for _, p := range j.pools {
 		for j.slots(p) > 0 && ctx.Err() == nil {

@@ -523,6 +523,13 @@ func actorOr(actor, owner string) string {
 
 // CancelRequest gives up a waiting request's place.
 func (e *Engine) CancelRequest(ctx context.Context, id string) error {
+	if p, ok := berth.PrincipalFrom(ctx); ok && p.Name != "" && !p.Role.Allows(berth.RoleAdmin) {
+		// With authentication, a request is its maker's to cancel.
+		r, err := e.store.RequestGet(ctx, &store.RequestGetParams{ID: id, Now: e.clock.Now()})
+		if err == nil && r.Principal != "" && r.Principal != p.Name {
+			return berth.Errorf(berth.EForbidden, "request %q is %s's; only it or an admin may cancel it", id, r.Principal)
+		}
+	}
 	if err := e.store.RequestCancel(ctx, id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return berth.Errorf(berth.ENotFound, "no waiting request %q", id)

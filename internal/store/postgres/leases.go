@@ -321,6 +321,8 @@ func claimLease(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t t
 		return false, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, l.Type, p.Type)
 	case l.Owner != p.Owner:
 		return false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+	case otherPrincipal(ctx, l.Principal):
+		return false, berth.Errorf(berth.EForbidden, "request %q is another token's", p.RequestID)
 	}
 	// Claimed: from now on it is the waiter's, and ends as any lease does.
 	// The read above locked nothing: a reaper may have ended the lease
@@ -453,8 +455,9 @@ func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time
 		exp, created int64
 		prio         int
 	)
-	err = tx.QueryRow(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = $1", p.RequestID).
-		Scan(&seq, &typ, &owner, &prio, &created, &exp)
+	var principal string
+	err = tx.QueryRow(ctx, "SELECT seq, type, owner, priority, created_at, expires_at, principal FROM requests WHERE id = $1", p.RequestID).
+		Scan(&seq, &typ, &owner, &prio, &created, &exp, &principal)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -463,6 +466,8 @@ func enqueue(ctx context.Context, tx pgx.Tx, p *store.LeaseAcquireParams, t time
 		return nil, false, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
 	case owner != p.Owner:
 		return nil, false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+	case otherPrincipal(ctx, principal):
+		return nil, false, berth.Errorf(berth.EForbidden, "request %q is another token's", p.RequestID)
 	case exp > nanos(t):
 		// Still in the queue: keep the place, extend the hold on it.
 		if nanos(p.WaitUntil) > exp {
@@ -524,8 +529,8 @@ func (s *Store) RequestGet(ctx context.Context, p *store.RequestGetParams) (*ber
 		sel          map[string]string
 		created, exp int64
 	)
-	err := s.pool.QueryRow(ctx, "SELECT seq, id, type, owner, priority, selector, created_at, expires_at FROM requests WHERE id = $1", p.ID).
-		Scan(&seq, &r.ID, &r.Type, &r.Owner, &r.Priority, &sel, &created, &exp)
+	err := s.pool.QueryRow(ctx, "SELECT seq, id, type, owner, priority, selector, created_at, expires_at, principal FROM requests WHERE id = $1", p.ID).
+		Scan(&seq, &r.ID, &r.Type, &r.Owner, &r.Priority, &sel, &created, &exp, &r.Principal)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
@@ -1042,4 +1047,12 @@ func (s *Store) LeaseListExpired(ctx context.Context, p *store.LeaseListExpiredP
 		return nil, fmt.Errorf("postgres: list expired leases: %w", err)
 	}
 	return out, nil
+}
+
+// otherPrincipal says whether a lease or request held by holder is out
+// of reach of ctx's principal: with authentication, another token's
+// request id does not serve, or extend, its lease.
+func otherPrincipal(ctx context.Context, holder string) bool {
+	p, ok := berth.PrincipalFrom(ctx)
+	return ok && p.Name != "" && holder != "" && holder != p.Name && !p.Role.Allows(berth.RoleAdmin)
 }

@@ -59,6 +59,14 @@ func leaseGet(ctx context.Context, q querier, id string) (*berth.Lease, error) {
 	return l, nil
 }
 
+// otherPrincipal says whether a lease or request held by holder is out
+// of reach of ctx's principal: with authentication, another token's
+// request id does not serve, or extend, its lease.
+func otherPrincipal(ctx context.Context, holder string) bool {
+	p, ok := berth.PrincipalFrom(ctx)
+	return ok && p.Name != "" && holder != "" && holder != p.Name && !p.Role.Allows(berth.RoleAdmin)
+}
+
 // principalName is the name of the principal ctx carries, "" if none.
 func principalName(ctx context.Context) string {
 	p, _ := berth.PrincipalFrom(ctx)
@@ -89,6 +97,8 @@ func (s *Store) LeaseAcquire(ctx context.Context, p *store.LeaseAcquireParams) (
 				return berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, l.Type, p.Type)
 			case l.Owner != p.Owner:
 				return berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+			case otherPrincipal(ctx, l.Principal):
+				return berth.Errorf(berth.EForbidden, "request %q is another token's", p.RequestID)
 			default:
 				// Claimed: from now on it is the waiter's, and ends as
 				// any lease does.
@@ -262,9 +272,9 @@ func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.T
 		exp, created int64
 		prio         int
 	)
-	var owner string
-	err = tx.QueryRowContext(ctx, "SELECT seq, type, owner, priority, created_at, expires_at FROM requests WHERE id = ?", p.RequestID).
-		Scan(&seq, &typ, &owner, &prio, &created, &exp)
+	var owner, principal string
+	err = tx.QueryRowContext(ctx, "SELECT seq, type, owner, priority, created_at, expires_at, principal FROM requests WHERE id = ?", p.RequestID).
+		Scan(&seq, &typ, &owner, &prio, &created, &exp, &principal)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -273,6 +283,8 @@ func enqueue(ctx context.Context, tx *wtx, p *store.LeaseAcquireParams, t time.T
 		return nil, false, berth.FieldErrorf("requestId", "request %q was made for type %q, not %q", p.RequestID, typ, p.Type)
 	case owner != p.Owner:
 		return nil, false, berth.FieldErrorf("requestId", "request %q belongs to another owner", p.RequestID)
+	case otherPrincipal(ctx, principal):
+		return nil, false, berth.Errorf(berth.EForbidden, "request %q is another token's", p.RequestID)
 	case exp > nanos(t):
 		// Still in the queue: keep the place, extend the hold on it.
 		if nanos(p.WaitUntil) > exp {
@@ -338,8 +350,8 @@ func (s *Store) RequestGet(ctx context.Context, p *store.RequestGetParams) (*ber
 		sel          string
 		created, exp int64
 	)
-	err := s.r.QueryRowContext(ctx, "SELECT seq, id, type, owner, priority, selector, created_at, expires_at FROM requests WHERE id = ?", p.ID).
-		Scan(&seq, &r.ID, &r.Type, &r.Owner, &r.Priority, &sel, &created, &exp)
+	err := s.r.QueryRowContext(ctx, "SELECT seq, id, type, owner, priority, selector, created_at, expires_at, principal FROM requests WHERE id = ?", p.ID).
+		Scan(&seq, &r.ID, &r.Type, &r.Owner, &r.Priority, &sel, &created, &exp, &r.Principal)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
