@@ -26,11 +26,12 @@ A store whose schema is newer than this berth knows is refused (exit 2):
 run a berth at least as new as the one that migrated it.`,
 		Args: argsNone,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			e.storeFromEnv(&o)
 			switch {
 			case o.DataDir != "" && o.Store != "":
 				return usageErrorf("--data and --store exclude each other")
 			case o.DataDir == "" && o.Store == "":
-				return usageErrorf("migrate needs --data DIR or --store URL")
+				return usageErrorf("migrate needs --data DIR or --store URL (or $BERTH_STORE)")
 			}
 			ctx := cmd.Context()
 			have, pending, err := server.PendingMigrations(ctx, o)

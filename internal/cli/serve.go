@@ -43,6 +43,7 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 				return err
 			}
 			o.Logger = log
+			e.storeFromEnv(&o)
 			switch {
 			case demo && configFile != "":
 				return usageErrorf("--demo and --config exclude each other")
@@ -118,7 +119,7 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 	f.BoolVar(&demo, "demo", false, "serve demo pools from a throw-away data directory")
 	f.StringVar(&o.DataDir, "data", "", "directory for the embedded database (default ./berth-data)")
 	f.StringVar(&o.Listen, "listen", server.DefaultListen, "address to serve HTTP on")
-	f.StringVar(&o.Store, "store", "", "store URL instead of --data: sqlite:PATH, or postgres://USER@HOST/DB for several replicas")
+	f.StringVar(&o.Store, "store", "", "store URL instead of --data: sqlite:PATH, or postgres://USER@HOST/DB for several replicas (default $BERTH_STORE, which keeps a password out of the process list)")
 	f.StringVar(&o.SQLiteSync, "sqlite-sync", "normal", "normal (survives a crash of berth) or full (also survives power loss)")
 	f.DurationVar(&o.ReapInterval, "reap-interval", time.Second, "how often to look for expired leases")
 	f.DurationVar(&o.StoreTimeout, "store-timeout", 10*time.Second, "PostgreSQL: longest wait for the database on one call before answering 503")

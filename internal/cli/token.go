@@ -43,11 +43,12 @@ new token, and refuses a revoked one, within 2 seconds.`,
 	pf.StringVar(&o.DataDir, "data", "", "directory of the embedded database (berth.db)")
 	pf.StringVar(&o.Store, "store", "", "store URL: sqlite:PATH or postgres://USER@HOST/DB")
 	open := func(cmd *cobra.Command) (store.Store, error) {
+		e.storeFromEnv(&o)
 		switch {
 		case o.DataDir != "" && o.Store != "":
 			return nil, usageErrorf("--data and --store exclude each other")
 		case o.DataDir == "" && o.Store == "":
-			return nil, usageErrorf("%s needs --data DIR or --store URL: tokens live in the store", cmd.CommandPath())
+			return nil, usageErrorf("%s needs --data DIR or --store URL (or $BERTH_STORE): tokens live in the store", cmd.CommandPath())
 		}
 		st, err := server.OpenStore(cmd.Context(), o)
 		var se *server.StartupError
@@ -141,6 +142,15 @@ new token, and refuses a revoked one, within 2 seconds.`,
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
+}
+
+// storeFromEnv takes the store URL from $BERTH_STORE when neither --data
+// nor --store names one: a password in the URL then stays out of the
+// process list (and, on Kubernetes, comes straight from a Secret).
+func (e *env) storeFromEnv(o *server.Options) {
+	if o.DataDir == "" && o.Store == "" {
+		o.Store = e.getenv("BERTH_STORE")
+	}
 }
 
 // readToken returns the token of --token-file, or of $BERTH_TOKEN.

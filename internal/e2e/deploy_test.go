@@ -97,9 +97,23 @@ func TestKubernetesManifestsServe(t *testing.T) {
 		t.Errorf("the DSN does not come from the Secret berth-store: %v", env)
 	}
 
-	// Run what the Deployment runs.
+	if dig(t, c, "lifecycle", "preStop", "sleep", "seconds") == nil {
+		t.Errorf("no preStop pause: clients would meet refused connections during a rollout")
+	}
+	// The config is a generated ConfigMap: a change to it rolls the pods.
+	kust := manifest(t, "kustomization.yaml")
+	if dig(t, kust, "configMapGenerator", 0, "name") != "berth-config" || dig(t, kust, "configMapGenerator", 0, "files", 0) != "berth.yaml" {
+		t.Errorf("berth.yaml is not made into the ConfigMap berth-config")
+	}
+
+	// Run what the Deployment runs: its arguments, its config, and the
+	// store from $BERTH_STORE as the Secret gives it.
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, dig(t, manifest(t, "configmap.yaml"), "data", "berth.yaml").(string))
+	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "kubernetes", "berth.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, dir, string(raw))
 	var args []string
 	for _, a := range dig(t, c, "args").([]any) {
 		s := a.(string)
@@ -108,11 +122,12 @@ func TestKubernetesManifestsServe(t *testing.T) {
 			continue // startServer listens on a loopback port of its own
 		case strings.HasPrefix(s, "--config="):
 			s = "--config=" + cfg
-		case s == "--store=$(BERTH_STORE)":
-			s = "--store=" + pgtest.StoreURL(t)
+		case strings.HasPrefix(s, "--store"):
+			t.Errorf("the store's URL is a flag (%s): its password shows in the process list", s)
 		}
 		args = append(args, s)
 	}
+	t.Setenv("BERTH_STORE", pgtest.StoreURL(t))
 	srv := startServer(t, args...)
 	for _, p := range []string{ready, live, "/version"} {
 		if code, body, _ := call(t, "GET", srv.URL+p, "", ""); code != 200 {

@@ -142,6 +142,32 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Pools gives the counters of each pool type their series at 0, before
+// anything happened: an alert rule's increase() over a series that
+// appears with its first event would miss that event (Prometheus has
+// nothing before it to count from).
+func (m *Metrics) Pools(types []string) {
+	if m == nil {
+		return
+	}
+	for _, typ := range types {
+		for _, w := range []string{"true", "false"} {
+			m.granted.WithLabelValues(typ, w)
+		}
+		for _, k := range []berth.LeaseKind{berth.LeaseUse, berth.LeaseClean} {
+			m.expirations.WithLabelValues(typ, string(k))
+		}
+		for _, o := range []string{store.ReasonCleaned, store.ReasonCleanFailed, store.ReasonCleanAbandoned, store.ReasonQuarantined} {
+			m.cleanings.WithLabelValues(typ, o)
+		}
+		for _, a := range []string{"create", "delete"} {
+			for _, o := range []string{"ok", "failed"} {
+				m.provisioner.WithLabelValues(typ, a, o)
+			}
+		}
+	}
+}
+
 // Request records one answered HTTP request.
 func (m *Metrics) Request(api, op string, status int, errCode string, d time.Duration) {
 	if m == nil {

@@ -252,6 +252,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return &StartupError{Err: err}
 	}
+	types := make([]string, 0, len(opts.Config.Pools))
+	for _, p := range opts.Config.EnginePools() {
+		types = append(types, p.Type)
+	}
+	m.Pools(types)
 	log.Info("pools loaded", "pools", len(opts.Config.Pools), "added", len(synced.Added), "removed", len(synced.Removed), "retiring", len(synced.Retiring))
 	// Leases that ran out while berth was down are reaped before anyone
 	// is served, so nothing stays held by a job that has gone.
