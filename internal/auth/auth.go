@@ -51,7 +51,7 @@ func Hash(token string) string {
 // Names that start with "berth-" are berth's own actors (berth-janitor,
 // berth-provisioner), which no token may pose as.
 func ValidName(name string) bool {
-	return name != "" && len(name) <= 63 && berth.ValidName(name) && !strings.HasPrefix(name, "berth-")
+	return name != "" && len(name) <= 63 && berth.ValidName(name) && !strings.HasPrefix(strings.ToLower(name), "berth-")
 }
 
 // Options configure an Authenticator.
@@ -171,7 +171,9 @@ func (a *Authenticator) lookup(ctx context.Context, token string) (*berth.Token,
 		a.cache[h] = c
 		a.mu.Unlock()
 	}
-	if c.tok == nil {
+	if c.tok == nil || !ValidName(c.tok.Name) {
+		// A name no token may have now (one made before berth- was
+		// reserved) lets nobody in as berth's own.
 		return nil, unknown
 	}
 	return c.tok, nil

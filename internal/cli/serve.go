@@ -43,7 +43,11 @@ With --boskos-config, berth also serves the pools of a Boskos resources file
 				return err
 			}
 			o.Logger = log
-			e.storeFromEnv(&o)
+			if !demo {
+				// The demo is throw-away: never the store of the shell's
+				// $BERTH_STORE.
+				e.storeFromEnv(&o)
+			}
 			switch {
 			case demo && configFile != "":
 				return usageErrorf("--demo and --config exclude each other")

@@ -321,3 +321,15 @@ func TestClientsDoNoJanitorsWork(t *testing.T) {
 		t.Errorf("a refused cancel is not counted as cancel_request")
 	}
 }
+
+// TestDemoIgnoresBerthStore: --demo is throw-away whatever the shell's
+// $BERTH_STORE says (the token commands read it): it must never serve,
+// and overwrite, a real store's pools. (Found by the second review.)
+func TestDemoIgnoresBerthStore(t *testing.T) {
+	// Nothing listens on port 1: a server that used it would not start.
+	t.Setenv("BERTH_STORE", "postgres://postgres@127.0.0.1:1/nowhere")
+	srv := startServer(t, "--demo")
+	if code, body, _ := call(t, "GET", srv.URL+"/readyz", "", ""); code != 200 {
+		t.Fatalf("demo /readyz: %d %s", code, body)
+	}
+}

@@ -526,6 +526,9 @@ func (e *Engine) CancelRequest(ctx context.Context, id string) error {
 	if p, ok := berth.PrincipalFrom(ctx); ok && p.Name != "" && !p.Role.Allows(berth.RoleAdmin) {
 		// With authentication, a request is its maker's to cancel.
 		r, err := e.store.RequestGet(ctx, &store.RequestGetParams{ID: id, Now: e.clock.Now()})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return storeError(err)
+		}
 		if err == nil && r.Principal != "" && r.Principal != p.Name {
 			return berth.Errorf(berth.EForbidden, "request %q is %s's; only it or an admin may cancel it", id, r.Principal)
 		}
