@@ -24,6 +24,7 @@ import (
 	"github.com/berth-ci/berth/internal/buildinfo"
 	"github.com/berth-ci/berth/internal/lease"
 	"github.com/berth-ci/berth/internal/metrics"
+	"github.com/berth-ci/berth/internal/web"
 )
 
 // Options configure a Server.
@@ -49,6 +50,8 @@ type Options struct {
 	// Auth, if set, authenticates every request but the public ones and
 	// checks its role (see roles); nil serves everyone.
 	Auth *auth.Authenticator
+	// Web, if set, serves the dashboard at / and its assets at /static/.
+	Web *web.Server
 }
 
 // Server is the HTTP handler for everything berth serves.
@@ -85,6 +88,9 @@ func New(opts Options) *Server {
 	s.route("/healthz", methods{"GET": s.healthz})
 	s.route("/readyz", methods{"GET": s.readyz})
 	s.route("/version", methods{"GET": s.version})
+	if opts.Web != nil {
+		s.dashboard(opts.Web)
+	}
 	if opts.MetricsHandler != nil {
 		h := opts.MetricsHandler
 		s.route("/metrics", methods{"GET": func(w http.ResponseWriter, r *http.Request) error { h.ServeHTTP(w, r); return nil }})

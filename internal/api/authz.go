@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/berth-ci/berth"
+	"github.com/berth-ci/berth/internal/web"
 )
 
 // public are the routes anyone may call, with or without credentials:
@@ -16,6 +17,10 @@ var public = map[string]bool{
 	"GET /version": true,
 	"GET /metrics": true,
 	"GET /":        true,
+	// The dashboard checks for itself: without credentials it answers
+	// 200 with its sign-in page, as Boskos' health checks of / expect.
+	"GET /{$}":     true,
+	"GET /static/": true,
 }
 
 // roles is the least role each route needs when berth authenticates.
@@ -120,4 +125,25 @@ func (s *Server) writeAuthError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	s.writeError(w, r, err)
+}
+
+// dashboard serves the web dashboard: the overview at / for a viewer (or
+// anyone, without authentication), the sign-in page otherwise.
+func (s *Server) dashboard(d *web.Server) {
+	s.route("/{$}", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
+		who, _ := berth.PrincipalFrom(r.Context())
+		if s.auth != nil {
+			p, err := s.auth.Authenticate(r.Context(), r)
+			if err != nil || !p.Role.Allows(berth.RoleViewer) {
+				return d.SignIn(w)
+			}
+			who = p
+		}
+		return d.Overview(r.Context(), w, who)
+	}})
+	static := d.Static()
+	s.route("/static/", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
+		static.ServeHTTP(w, r)
+		return nil
+	}})
 }

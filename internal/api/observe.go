@@ -18,6 +18,8 @@ var ops = map[string]string{
 	"GET /readyz":  "readyz",
 	"GET /version": "version",
 	"GET /metrics": "metrics",
+	"GET /{$}":     "dashboard",
+	"GET /static/": "static",
 
 	"GET /v1/status":                         "status",
 	"POST /v1/leases":                        "acquire",

@@ -33,6 +33,7 @@ import (
 	"github.com/berth-ci/berth/internal/store/migrate"
 	"github.com/berth-ci/berth/internal/store/postgres"
 	"github.com/berth-ci/berth/internal/store/sqlite"
+	"github.com/berth-ci/berth/internal/web"
 )
 
 // DefaultListen is where berth serves unless told otherwise.
@@ -289,6 +290,7 @@ func Run(ctx context.Context, opts Options) error {
 		Boskos:  boskos.New(boskos.Options{Engine: eng, Logger: log.With("api", "boskos"), LeaseTTL: opts.BoskosLeaseTTL, Hold: opts.BoskosRequestTTL}),
 		Metrics: m,
 		Auth:    authenticator,
+		Web:     web.New(eng),
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			Registry: reg, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 			// A scrape that cannot be answered whole says so with a 500
