@@ -19,8 +19,9 @@ var public = map[string]bool{
 	"GET /":        true,
 	// The dashboard checks for itself: without credentials it answers
 	// 200 with its sign-in page, as Boskos' health checks of / expect.
-	"GET /{$}":     true,
-	"GET /static/": true,
+	"GET /{$}":       true,
+	"GET /resources": true,
+	"GET /static/":   true,
 }
 
 // roles is the least role each route needs when berth authenticates.
@@ -131,19 +132,36 @@ func (s *Server) writeAuthError(w http.ResponseWriter, r *http.Request, err erro
 // anyone, without authentication), the sign-in page otherwise.
 func (s *Server) dashboard(d *web.Server) {
 	s.route("/{$}", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
-		who, _ := berth.PrincipalFrom(r.Context())
-		if s.auth != nil {
-			p, err := s.auth.Authenticate(r.Context(), r)
-			if err != nil || !p.Role.Allows(berth.RoleViewer) {
-				return d.SignIn(w)
-			}
-			who = p
+		who, ok := s.viewer(r)
+		if !ok {
+			return d.SignIn(w)
 		}
 		return d.Overview(r.Context(), w, who)
+	}})
+	s.route("/resources", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
+		who, ok := s.viewer(r)
+		if !ok {
+			return d.SignIn(w)
+		}
+		return d.Resources(r.Context(), w, r.URL.Query(), who)
 	}})
 	static := d.Static()
 	s.route("/static/", methods{"GET": func(w http.ResponseWriter, r *http.Request) error {
 		static.ServeHTTP(w, r)
 		return nil
 	}})
+}
+
+// viewer is who looks at a dashboard page, and whether they may: anyone
+// without authentication, a viewer (or more) with it.
+func (s *Server) viewer(r *http.Request) (berth.Principal, bool) {
+	who, _ := berth.PrincipalFrom(r.Context())
+	if s.auth == nil {
+		return who, true
+	}
+	p, err := s.auth.Authenticate(r.Context(), r)
+	if err != nil || !p.Role.Allows(berth.RoleViewer) {
+		return who, false
+	}
+	return p, true
 }

@@ -14,12 +14,13 @@ import (
 // values that alert rules can name. TestEveryRouteHasAnOp keeps it
 // complete.
 var ops = map[string]string{
-	"GET /healthz": "healthz",
-	"GET /readyz":  "readyz",
-	"GET /version": "version",
-	"GET /metrics": "metrics",
-	"GET /{$}":     "dashboard",
-	"GET /static/": "static",
+	"GET /healthz":   "healthz",
+	"GET /readyz":    "readyz",
+	"GET /version":   "version",
+	"GET /metrics":   "metrics",
+	"GET /{$}":       "dashboard",
+	"GET /resources": "dashboard_resources",
+	"GET /static/":   "static",
 
 	"GET /v1/status":                         "status",
 	"POST /v1/leases":                        "acquire",

@@ -9,7 +9,9 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"sort"
+	"strings"
 
 	"github.com/berth-ci/berth"
 	"github.com/berth-ci/berth/internal/lease"
@@ -85,4 +87,53 @@ func (s *Server) render(w http.ResponseWriter, status int, name string, data any
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 	w.WriteHeader(status)
 	return s.tmpl.ExecuteTemplate(w, name, data)
+}
+
+// maxRows bounds the resource table: a filter narrows it.
+const maxRows = 1000
+
+// resourceTable is what the resource table shows.
+type resourceTable struct {
+	Filter    url.Values
+	Resources []*berth.Resource
+	More      bool
+	Signed    string
+}
+
+// Resources writes the resource table, narrowed by the query's type,
+// state and health (in the store) and owner and text (a substring of the
+// name, owner, reason or a label).
+func (s *Server) Resources(ctx context.Context, w http.ResponseWriter, q url.Values, who berth.Principal) error {
+	rs, err := s.engine.Resources(ctx, &lease.ResourceListParams{Type: q.Get("type"), State: berth.State(q.Get("state")),
+		Health: berth.HealthStatus(q.Get("health"))})
+	if err != nil {
+		return err
+	}
+	owner, text := q.Get("owner"), strings.ToLower(q.Get("q"))
+	out := rs[:0]
+	for _, r := range rs {
+		if owner != "" && r.Owner != owner || text != "" && !matches(r, text) {
+			continue
+		}
+		out = append(out, r)
+	}
+	t := resourceTable{Filter: q, Resources: out, Signed: who.Name}
+	if len(out) > maxRows {
+		t.Resources, t.More = out[:maxRows], true
+	}
+	return s.render(w, http.StatusOK, "resources.html", t)
+}
+
+func matches(r *berth.Resource, text string) bool {
+	for _, f := range []string{r.Name, r.Owner, r.StateReason, r.Health.Reason, r.Health.Message} {
+		if strings.Contains(strings.ToLower(f), text) {
+			return true
+		}
+	}
+	for k, v := range r.Labels {
+		if strings.Contains(strings.ToLower(k+"="+v), text) {
+			return true
+		}
+	}
+	return false
 }

@@ -127,3 +127,58 @@ func TestOverviewNeedsAViewer(t *testing.T) {
 		t.Fatalf("GET / as a viewer: %d\n%s", code, page)
 	}
 }
+
+// TestResourceTableFilters: the table lists every resource, and each
+// filter narrows it; without a viewer's credentials it shows nothing.
+func TestResourceTableFilters(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.eng.Acquire(context.Background(), lease.AcquireParams{Type: "vm", Owner: "job-7"}); err != nil {
+		t.Fatal(err)
+	}
+	h := api.New(api.Options{Engine: r.eng, Web: web.New(r.eng)})
+	rows := func(query string) []string {
+		t.Helper()
+		code, page, _ := get(t, h, "/resources"+query, "")
+		if code != 200 {
+			t.Fatalf("GET /resources%s: %d", query, code)
+		}
+		var out []string
+		for _, part := range strings.Split(page, `data-resource="`)[1:] {
+			name, _, _ := strings.Cut(part, `"`)
+			out = append(out, name)
+		}
+		return out
+	}
+	for q, want := range map[string]string{
+		"":                     "dev-1 vm-1 vm-2",
+		"?type=vm":             "vm-1 vm-2",
+		"?state=busy":          "vm-1",
+		"?owner=job-7":         "vm-1",
+		"?q=DEV":               "dev-1",
+		"?type=vm&state=free":  "vm-2",
+		"?health=Disconnected": "",
+		"?q=%3Cscript%3E":      "",
+	} {
+		if got := strings.Join(rows(q), " "); got != want {
+			t.Errorf("GET /resources%s: %q, want %q", q, got, want)
+		}
+	}
+	// What a filter echoes back is escaped.
+	if _, page, _ := get(t, h, "/resources?q=%3Cscript%3E", ""); strings.Contains(page, "<script>") {
+		t.Errorf("the text filter is echoed unescaped")
+	}
+	tok, hash, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.st.TokenCreate(context.Background(), &store.TokenCreateParams{Name: "dash", Role: berth.RoleViewer, Hash: hash}); err != nil {
+		t.Fatal(err)
+	}
+	ha := api.New(api.Options{Engine: r.eng, Web: web.New(r.eng), Auth: auth.New(auth.Options{Store: r.st})})
+	if _, page, _ := get(t, ha, "/resources", ""); strings.Contains(page, "data-resource") {
+		t.Errorf("the table without credentials shows resources")
+	}
+	if _, page, _ := get(t, ha, "/resources?type=vm", tok); !strings.Contains(page, `data-resource="vm-1"`) {
+		t.Errorf("the table for a viewer shows no vm-1")
+	}
+}
